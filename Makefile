@@ -1,0 +1,86 @@
+# loramux build. `make` builds build/loramux; `make test` installs what is missing, builds and
+# runs every test (C unit tests normally and under ASan+UBSan, then the end-to-end suite).
+
+CC       ?= cc
+FIXTURES ?= $(abspath ../shared/fixtures)
+PYTHON   ?= /usr/bin/python3
+
+PKGS     := libopenblas-dev libpcre2-dev libcjson-dev libmicrohttpd-dev libuv1-dev \
+            libcmocka-dev python3-pytest pkg-config gcc make
+PCLIBS   := openblas libpcre2-8 libcjson libmicrohttpd libuv
+
+WARN     := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter
+INC      := -Icore -Iadapters -Iserver
+PCCFLAGS  = $(shell pkg-config --cflags $(PCLIBS) 2>/dev/null)
+PCLDLIBS  = $(shell pkg-config --libs $(PCLIBS) 2>/dev/null) -lm -lpthread
+OPT      ?= -O2 -g -march=native
+SANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+LIB_SRC  := $(wildcard core/*.c adapters/*.c) $(filter-out server/main.c,$(wildcard server/*.c))
+APP_SRC  := server/main.c
+SUP_SRC  := $(wildcard tests/support/*.c)
+TEST_SRC := $(wildcard tests/unit/test_*.c)
+
+LIB_OBJ  := $(LIB_SRC:%.c=build/obj/%.o)
+SUP_OBJ  := $(SUP_SRC:%.c=build/obj/%.o)
+TESTS    := $(TEST_SRC:tests/unit/%.c=build/tests/%)
+ASAN_LIB := $(LIB_SRC:%.c=build/asan/obj/%.o)
+ASAN_SUP := $(SUP_SRC:%.c=build/asan/obj/%.o)
+ASAN_TESTS := $(TEST_SRC:tests/unit/%.c=build/asan/tests/%)
+
+.PHONY: all deps test unit-test asan-test e2e-test clean bench format
+all: build/loramux
+
+# Installs the Debian packages the build and the tests need; does nothing when all are there.
+deps:
+	@missing=""; for p in $(PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+build/obj/%.o: %.c $(wildcard core/*.h adapters/*.h server/*.h tests/support/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(OPT) $(INC) -Itests/support $(PCCFLAGS) -c $< -o $@
+
+build/asan/obj/%.o: %.c $(wildcard core/*.h adapters/*.h server/*.h tests/support/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(SANFLAGS) $(INC) -Itests/support $(PCCFLAGS) -c $< -o $@
+
+build/loramux: $(LIB_OBJ) build/obj/server/main.o
+	$(CC) $(OPT) $^ -o $@ $(PCLDLIBS)
+
+build/tests/%: build/obj/tests/unit/%.o $(LIB_OBJ) $(SUP_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(OPT) $^ -o $@ $(PCLDLIBS) -lcmocka
+
+build/asan/tests/%: build/asan/obj/tests/unit/%.o $(ASAN_LIB) $(ASAN_SUP)
+	@mkdir -p $(dir $@)
+	$(CC) $(SANFLAGS) $^ -o $@ $(PCLDLIBS) -lcmocka
+
+# Each unit-test binary is its own process, so a crash fails one module, not the run.
+unit-test: build/loramux $(TESTS)
+	@fail=0; for t in $(TESTS); do \
+	  echo "== $$t"; LORAMUX_FIXTURES=$(FIXTURES) LORAMUX_BIN=$(abspath build/loramux) $$t || fail=1; \
+	done; exit $$fail
+
+asan-test: $(ASAN_TESTS)
+	@fail=0; for t in $(ASAN_TESTS); do \
+	  echo "== $$t (asan+ubsan)"; \
+	  ASAN_OPTIONS=detect_leaks=1 OPENBLAS_NUM_THREADS=1 LORAMUX_FIXTURES=$(FIXTURES) $$t || fail=1; \
+	done; exit $$fail
+
+e2e-test: build/loramux
+	LORAMUX_FIXTURES=$(FIXTURES) LORAMUX_BIN=$(abspath build/loramux) \
+	  $(PYTHON) -m pytest -q tests/e2e
+
+test: deps
+	$(MAKE) unit-test
+	$(MAKE) asan-test
+	$(MAKE) e2e-test
+
+clean:
+	rm -rf build
