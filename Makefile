@@ -73,6 +73,16 @@ asan-test: $(ASAN_TESTS)
 	  ASAN_OPTIONS=detect_leaks=1 OPENBLAS_NUM_THREADS=1 LORAMUX_FIXTURES=$(FIXTURES) $$t || fail=1; \
 	done; exit $$fail
 
+# Benchmarks: not part of `make test`; numbers vary ±40 % between runs on these machines.
+BENCH_SRC := $(wildcard bench/bench_*.c)
+BENCHES   := $(BENCH_SRC:bench/%.c=build/bench/%)
+build/bench/%: build/obj/bench/%.o $(LIB_OBJ) $(SUP_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(OPT) $^ -o $@ $(PCLDLIBS)
+
+bench: $(BENCHES)
+	@for b in $(BENCHES); do echo "== $$b"; $$b || exit 1; done
+
 e2e-test: build/loramux
 	LORAMUX_FIXTURES=$(FIXTURES) LORAMUX_BIN=$(abspath build/loramux) \
 	  $(PYTHON) -m pytest -q tests/e2e

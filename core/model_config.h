@@ -37,6 +37,11 @@ typedef struct core_model_config_s {
     int32_t bos_id;         /* -1 when absent */
     int32_t eos_ids[8];     /* config.json and generation_config.json eos_token_id (int or list) */
     int n_eos;
+    /* sampling defaults from generation_config.json (HF generate's defaults) */
+    int gen_do_sample;      /* 0 = greedy */
+    float gen_temperature;  /* 1 when absent */
+    float gen_top_p;        /* 1 when absent */
+    int gen_top_k;          /* 50 when absent, as HF GenerationConfig */
 } core_model_config_t;
 
 /* Parses DIR/config.json and, when present, DIR/generation_config.json (for eos ids).

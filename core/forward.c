@@ -1,0 +1,305 @@
+/* forward.c: the transformer step, top to bottom like the maths.
+ *
+ * For every layer: RMSNorm → q,k,v projections (one GEMM each over all tokens of the step) →
+ * RoPE → append k,v to each sequence's paged cache → causal attention per sequence and head →
+ * o projection + residual → RMSNorm → SwiGLU MLP (gate, up, down GEMMs) + residual.
+ * Finally RMSNorm and the LM head, only for the rows whose logits were asked for.
+ */
+#include "forward.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct core_fwd_s {
+    const core_model_t *m;
+    int max_tokens;
+    core_lin_hook_t hook;
+    int has_hook;
+    /* scratch, all (max_tokens, width) row-major */
+    float *x;      /* residual stream (dim) */
+    float *xb;     /* normalised input of a block (dim) */
+    float *q;      /* (q_dim) */
+    float *k;      /* (kv_dim) */
+    float *v;      /* (kv_dim) */
+    float *att;    /* attention output (q_dim) */
+    float *hb;     /* gate (ffn) */
+    float *hb2;    /* up (ffn) */
+    float *xmod;   /* hook input transform (max width) */
+    float *out;    /* projection output before the residual add (dim) */
+    float *scores; /* (max_pos) attention scores of one query head */
+    int32_t *pos;  /* (max_tokens) position of each row */
+    int *row0;     /* (max_tokens) first row of each segment */
+};
+
+/* ---- kernels (plain C; the vectorised ones replace these behind the same names later) ---- */
+
+static void rmsnorm(float *o, const float *x, const float *w, int n, float eps) {
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float inv = (float)(1.0 / sqrt(ss / n + eps));
+    for (int i = 0; i < n; i++) o[i] = w[i] * (x[i] * inv);
+}
+
+/* HF rotate-half RoPE on one head vector: pairs (i, i + hd/2). */
+static void rope(float *v, int hd, int32_t pos, const float *inv_freq) {
+    int half = hd / 2;
+    for (int i = 0; i < half; i++) {
+        float ang = (float)pos * inv_freq[i];
+        float c = cosf(ang), s = sinf(ang);
+        float a = v[i], b = v[i + half];
+        v[i] = a * c - b * s;
+        v[i + half] = b * c + a * s;
+    }
+}
+
+static float silu(float x) { return x / (1.0f + expf(-x)); }
+
+/* ---- linear with the adapter hook ---- */
+
+static void linear(core_fwd_t *f, int layer, core_proj_t p, const float *x, int n, float *y,
+                   const core_step_seg_t *segs, int n_segs) {
+    const core_weight_t *w = &f->m->layers[layer].proj[p];
+    const float *in = x;
+    core_lin_call_t call;
+    if (f->has_hook) {
+        call = (core_lin_call_t){.layer = layer, .proj = p, .d_in = (int)w->cols,
+                                 .d_out = (int)w->rows, .n_rows = n, .n_segs = n_segs,
+                                 .segs = segs, .row0 = f->row0};
+        if (f->hook.pre && f->hook.pre(f->hook.ctx, &call, x, f->xmod)) in = f->xmod;
+    }
+    core_linear(w, in, n, y);
+    if (f->has_hook && f->hook.post) f->hook.post(f->hook.ctx, &call, x, y);
+    const float *b = f->m->layers[layer].bias[p];
+    if (b) {
+        for (int t = 0; t < n; t++) {
+            float *yr = y + (size_t)t * (size_t)w->rows;
+            for (int64_t i = 0; i < w->rows; i++) yr[i] += b[i];
+        }
+    }
+}
+
+/* ---- attention ---- */
+
+/* Causal attention of one segment's query rows over its sequence's cache (which already holds
+ * this step's keys and values). */
+static void attend(core_fwd_t *f, int layer, const core_step_seg_t *sg, int row0) {
+    const core_model_config_t *c = &f->m->cfg;
+    const core_kv_pool_t *pool = sg->seq->pool;
+    const int hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
+    const int q_dim = c->n_heads * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int32_t *blocks = sg->seq->blocks;
+    for (int t = 0; t < sg->n_tok; t++) {
+        const int row = row0 + t;
+        const int32_t npos = f->pos[row] + 1; /* attends to positions 0..pos */
+        for (int h = 0; h < c->n_heads; h++) {
+            const float *qh = f->q + (size_t)row * q_dim + (size_t)h * hd;
+            const int kvo = (h / group) * hd;
+            float mx = -INFINITY;
+            for (int32_t j = 0; j < npos; j++) {
+                const float *kr = core_kv_row(pool, blocks[j / CORE_KV_BLOCK], layer, 0,
+                                              j % CORE_KV_BLOCK) + kvo;
+                float s = 0.0f;
+                for (int i = 0; i < hd; i++) s += qh[i] * kr[i];
+                s *= scale;
+                f->scores[j] = s;
+                if (s > mx) mx = s;
+            }
+            float sum = 0.0f;
+            for (int32_t j = 0; j < npos; j++) {
+                f->scores[j] = expf(f->scores[j] - mx);
+                sum += f->scores[j];
+            }
+            float *oh = f->att + (size_t)row * q_dim + (size_t)h * hd;
+            memset(oh, 0, (size_t)hd * sizeof(float));
+            const float inv = 1.0f / sum;
+            for (int32_t j = 0; j < npos; j++) {
+                const float *vr = core_kv_row(pool, blocks[j / CORE_KV_BLOCK], layer, 1,
+                                              j % CORE_KV_BLOCK) + kvo;
+                const float a = f->scores[j] * inv;
+                for (int i = 0; i < hd; i++) oh[i] += a * vr[i];
+            }
+        }
+    }
+}
+
+/* ---- public API ---- */
+
+int core_fwd_create(const core_model_t *m, int max_tokens, core_fwd_t **out) {
+    if (max_tokens <= 0) return LLM_EINVAL;
+    const core_model_config_t *c = &m->cfg;
+    core_fwd_t *f = calloc(1, sizeof *f);
+    if (!f) return LLM_ENOMEM;
+    f->m = m;
+    f->max_tokens = max_tokens;
+    const size_t n = (size_t)max_tokens, dim = (size_t)c->hidden_size;
+    const size_t q_dim = (size_t)c->n_heads * c->head_dim;
+    const size_t kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    const size_t ffn = (size_t)c->intermediate_size;
+    size_t wmax = dim > ffn ? dim : ffn;
+    if (q_dim > wmax) wmax = q_dim;
+    f->x = malloc(n * dim * sizeof(float));
+    f->xb = malloc(n * dim * sizeof(float));
+    f->q = malloc(n * q_dim * sizeof(float));
+    f->k = malloc(n * kv_dim * sizeof(float));
+    f->v = malloc(n * kv_dim * sizeof(float));
+    f->att = malloc(n * q_dim * sizeof(float));
+    f->hb = malloc(n * ffn * sizeof(float));
+    f->hb2 = malloc(n * ffn * sizeof(float));
+    f->xmod = malloc(n * wmax * sizeof(float));
+    f->out = malloc(n * dim * sizeof(float));
+    f->scores = malloc((size_t)c->max_pos * sizeof(float));
+    f->pos = malloc(n * sizeof(int32_t));
+    f->row0 = malloc(n * sizeof(int));
+    if (!f->x || !f->xb || !f->q || !f->k || !f->v || !f->att || !f->hb || !f->hb2 ||
+        !f->xmod || !f->out || !f->scores || !f->pos || !f->row0) {
+        core_fwd_free(f);
+        return LLM_ENOMEM;
+    }
+    *out = f;
+    return 0;
+}
+
+void core_fwd_free(core_fwd_t *f) {
+    if (!f) return;
+    free(f->x);
+    free(f->xb);
+    free(f->q);
+    free(f->k);
+    free(f->v);
+    free(f->att);
+    free(f->hb);
+    free(f->hb2);
+    free(f->xmod);
+    free(f->out);
+    free(f->scores);
+    free(f->pos);
+    free(f->row0);
+    free(f);
+}
+
+void core_fwd_set_hook(core_fwd_t *f, const core_lin_hook_t *hook) {
+    f->has_hook = hook && (hook->pre || hook->post);
+    if (f->has_hook) f->hook = *hook;
+    else memset(&f->hook, 0, sizeof f->hook);
+}
+
+int core_fwd_logit_rows(const core_step_seg_t *segs, int n_segs) {
+    int rows = 0;
+    for (int i = 0; i < n_segs; i++)
+        rows += segs[i].logits == CORE_LOGITS_ALL ? segs[i].n_tok
+                : segs[i].logits == CORE_LOGITS_LAST ? 1 : 0;
+    return rows;
+}
+
+/* Checks the step and reserves cache room; on failure no sequence has advanced. */
+static int prepare(core_fwd_t *f, const core_step_seg_t *segs, int n_segs, llm_error_t *err) {
+    const core_model_config_t *c = &f->m->cfg;
+    if (n_segs <= 0) return llm_err_set(err, LLM_EINVAL, "step has no segments");
+    int n = 0;
+    for (int i = 0; i < n_segs; i++) {
+        const core_step_seg_t *sg = &segs[i];
+        if (sg->n_tok <= 0 || !sg->tokens || !sg->seq)
+            return llm_err_set(err, LLM_EINVAL, "segment %d is empty", i);
+        for (int j = 0; j < i; j++)
+            if (segs[j].seq == sg->seq)
+                return llm_err_set(err, LLM_EINVAL, "segments %d and %d share a sequence", j, i);
+        for (int t = 0; t < sg->n_tok; t++)
+            if (sg->tokens[t] < 0 || sg->tokens[t] >= c->vocab_size)
+                return llm_err_set(err, LLM_ERANGE, "segment %d: token id %d outside [0, %d)", i,
+                                   sg->tokens[t], c->vocab_size);
+        if (sg->seq->max_pos > c->max_pos)
+            return llm_err_set(err, LLM_EINVAL, "segment %d: sequence max_pos %d > model's %d",
+                               i, sg->seq->max_pos, c->max_pos);
+        n += sg->n_tok;
+        if (n > f->max_tokens)
+            return llm_err_set(err, LLM_EINVAL, "step has more than %d tokens", f->max_tokens);
+    }
+    for (int i = 0; i < n_segs; i++) {
+        int rc = core_seq_reserve(segs[i].seq, segs[i].n_tok);
+        if (rc == LLM_ERANGE)
+            return llm_err_set(err, rc, "segment %d: %d + %d tokens exceed the context of %d", i,
+                               segs[i].seq->n_past, segs[i].n_tok, segs[i].seq->max_pos);
+        if (rc == LLM_EFULL)
+            return llm_err_set(err, rc, "segment %d: KV cache full", i);
+        if (rc) return llm_err_set(err, rc, "segment %d: cannot grow the KV cache", i);
+    }
+    return 0;
+}
+
+int core_fwd_step(core_fwd_t *f, const core_step_seg_t *segs, int n_segs, float *logits,
+                  llm_error_t *err) {
+    int rc = prepare(f, segs, n_segs, err);
+    if (rc) return rc;
+    const core_model_t *m = f->m;
+    const core_model_config_t *c = &m->cfg;
+    const int dim = c->hidden_size, hd = c->head_dim, ffn = c->intermediate_size;
+    const int q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
+
+    /* Rows in segment order; each row's position continues its sequence. */
+    int n = 0;
+    for (int i = 0; i < n_segs; i++) {
+        f->row0[i] = n;
+        for (int t = 0; t < segs[i].n_tok; t++, n++) {
+            f->pos[n] = segs[i].seq->n_past + t;
+            core_weight_row(&m->embed, segs[i].tokens[t], f->x + (size_t)n * dim);
+        }
+    }
+
+    for (int l = 0; l < c->n_layers; l++) {
+        const core_layer_t *ly = &m->layers[l];
+
+        /* attention block */
+        for (int r = 0; r < n; r++)
+            rmsnorm(f->xb + (size_t)r * dim, f->x + (size_t)r * dim, ly->attn_norm, dim,
+                    c->rms_eps);
+        linear(f, l, CORE_PROJ_Q, f->xb, n, f->q, segs, n_segs);
+        linear(f, l, CORE_PROJ_K, f->xb, n, f->k, segs, n_segs);
+        linear(f, l, CORE_PROJ_V, f->xb, n, f->v, segs, n_segs);
+        for (int r = 0; r < n; r++) {
+            for (int h = 0; h < c->n_heads; h++)
+                rope(f->q + (size_t)r * q_dim + (size_t)h * hd, hd, f->pos[r], m->rope_inv_freq);
+            for (int h = 0; h < c->n_kv_heads; h++)
+                rope(f->k + (size_t)r * kv_dim + (size_t)h * hd, hd, f->pos[r], m->rope_inv_freq);
+        }
+        for (int i = 0; i < n_segs; i++) {
+            const core_seq_t *s = segs[i].seq;
+            for (int t = 0; t < segs[i].n_tok; t++) {
+                const int r = f->row0[i] + t, p = f->pos[r];
+                const int32_t blk = s->blocks[p / CORE_KV_BLOCK];
+                memcpy(core_kv_row(s->pool, blk, l, 0, p % CORE_KV_BLOCK),
+                       f->k + (size_t)r * kv_dim, (size_t)kv_dim * sizeof(float));
+                memcpy(core_kv_row(s->pool, blk, l, 1, p % CORE_KV_BLOCK),
+                       f->v + (size_t)r * kv_dim, (size_t)kv_dim * sizeof(float));
+            }
+        }
+        for (int i = 0; i < n_segs; i++) attend(f, l, &segs[i], f->row0[i]);
+        linear(f, l, CORE_PROJ_O, f->att, n, f->out, segs, n_segs);
+        for (size_t i = 0; i < (size_t)n * dim; i++) f->x[i] += f->out[i];
+
+        /* MLP block: down(silu(gate(x)) * up(x)) */
+        for (int r = 0; r < n; r++)
+            rmsnorm(f->xb + (size_t)r * dim, f->x + (size_t)r * dim, ly->ffn_norm, dim,
+                    c->rms_eps);
+        linear(f, l, CORE_PROJ_GATE, f->xb, n, f->hb, segs, n_segs);
+        linear(f, l, CORE_PROJ_UP, f->xb, n, f->hb2, segs, n_segs);
+        for (size_t i = 0; i < (size_t)n * ffn; i++) f->hb[i] = silu(f->hb[i]) * f->hb2[i];
+        linear(f, l, CORE_PROJ_DOWN, f->hb, n, f->out, segs, n_segs);
+        for (size_t i = 0; i < (size_t)n * dim; i++) f->x[i] += f->out[i];
+    }
+
+    /* Final norm and LM head for the requested rows only (gathered into xb). */
+    int nl = 0;
+    for (int i = 0; i < n_segs; i++) {
+        int first = segs[i].logits == CORE_LOGITS_ALL ? 0 : segs[i].n_tok - 1;
+        if (segs[i].logits == CORE_LOGITS_NONE) continue;
+        for (int t = first; t < segs[i].n_tok; t++, nl++)
+            rmsnorm(f->xb + (size_t)nl * dim, f->x + (size_t)(f->row0[i] + t) * dim,
+                    m->final_norm, dim, c->rms_eps);
+    }
+    if (nl > 0) core_linear(m->lm_head, f->xb, nl, logits);
+
+    for (int i = 0; i < n_segs; i++) segs[i].seq->n_past += segs[i].n_tok;
+    return 0;
+}

@@ -1,0 +1,477 @@
+/* synth_model.c: random Llama-family checkpoints in HF layout (see synth_model.h). */
+#include "synth_model.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "st_writer.h"
+
+/* ---- helpers ---- */
+
+/* splitmix64: tiny, good enough for weights, and the same sequence on every platform. */
+static uint64_t rng_next(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Uniform in [-1, 1). */
+static double rng_sym(uint64_t *s) {
+    return (double)(rng_next(s) >> 11) * (1.0 / 9007199254740992.0) * 2.0 - 1.0;
+}
+
+/* Each tensor gets its own stream (seed mixed with its name), so adding or dropping a tensor
+ * (tied head, biases) leaves every other tensor's values unchanged. */
+static uint64_t stream_for(uint64_t seed, const char *name) {
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        h = (h ^ *p) * 0x100000001b3ull;
+    uint64_t s = seed ^ h;
+    rng_next(&s);
+    return s;
+}
+
+static uint16_t f32_to_bf16_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* NaN */
+    u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest, ties to even */
+    return (uint16_t)(u >> 16);
+}
+
+static float bf16_bits_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* IEEE half by scaling in double: exact for any float input, rint() rounds ties to even in the
+ * default rounding mode. Written differently from core/tensor.c on purpose. */
+static uint16_t f32_to_f16_bits(float f) {
+    uint16_t sign = signbit(f) ? 0x8000u : 0;
+    double a = fabs((double)f);
+    if (isnan(f)) return sign | 0x7e00u;
+    if (a >= 65520.0) return sign | 0x7c00u; /* rounds to infinity */
+    if (a < ldexp(1.0, -14)) {               /* subnormal: units of 2^-24 */
+        double q = rint(ldexp(a, 24));       /* q == 1024 is the smallest normal, same bits */
+        return sign | (uint16_t)q;
+    }
+    int e2;
+    frexp(a, &e2);                           /* a = m * 2^e2, m in [0.5, 1) */
+    int e = e2 - 1;                          /* a = 1.x * 2^e */
+    double q = rint(ldexp(a, 10 - e));       /* in [1024, 2048] */
+    if (q >= 2048.0) {
+        q = 1024.0;
+        e++;
+    }
+    if (e > 15) return sign | 0x7c00u;
+    return sign | (uint16_t)(((unsigned)(e + 15) << 10) | ((unsigned)q - 1024u));
+}
+
+static float f16_bits_to_f32(uint16_t h) {
+    int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    double v;
+    if (e == 0) v = ldexp((double)m, -24);
+    else if (e == 31) v = m ? NAN : INFINITY;
+    else v = ldexp((double)(m + 1024), e - 25);
+    return (float)((h & 0x8000u) ? -v : v);
+}
+
+float synth_round_to(core_dtype_t dt, float x) {
+    switch (dt) {
+    case CORE_DT_BF16: return bf16_bits_to_f32(f32_to_bf16_bits(x));
+    case CORE_DT_F16: return f16_bits_to_f32(f32_to_f16_bits(x));
+    default: return x;
+    }
+}
+
+/* Growable string for the JSON texts. */
+typedef struct {
+    char *s;
+    size_t len, cap;
+    int oom;
+} sbuf_t;
+
+__attribute__((format(printf, 2, 3))) static void sb_printf(sbuf_t *b, const char *fmt, ...) {
+    if (b->oom) return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) { b->oom = 1; return; }
+        if (b->s && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? b->cap * 2 : 1024;
+        while (cap <= b->len + (size_t)n) cap *= 2;
+        char *ns = realloc(b->s, cap);
+        if (!ns) { b->oom = 1; return; }
+        b->s = ns;
+        b->cap = cap;
+    }
+}
+
+/* ---- options ---- */
+
+synth_model_opts_t synth_model_defaults(void) {
+    synth_model_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.arch = "LlamaForCausalLM";
+    o.hidden = 32;
+    o.intermediate = 64;
+    o.n_layers = 2;
+    o.n_heads = 4;
+    o.n_kv_heads = 2;
+    o.vocab = 128;
+    o.max_pos = 256;
+    o.rope_theta = 10000.0f;
+    o.rms_eps = 1e-5f;
+    o.bos_id = 1;
+    o.eos_id = 2;
+    o.dtype = CORE_DT_F32;
+    o.seed = 1;
+    o.w_scale = 1.0f;
+    return o;
+}
+
+static const char *arch_of(const synth_model_opts_t *o) {
+    return o->arch ? o->arch : "LlamaForCausalLM";
+}
+
+int synth_head_dim(const synth_model_opts_t *o) {
+    return o->head_dim > 0 ? o->head_dim : o->hidden / o->n_heads;
+}
+
+int synth_n_kv_heads(const synth_model_opts_t *o) {
+    return o->n_kv_heads > 0 ? o->n_kv_heads : o->n_heads;
+}
+
+int synth_is_qwen2(const synth_model_opts_t *o) {
+    return strcmp(arch_of(o), "Qwen2ForCausalLM") == 0;
+}
+
+int synth_has_qkv_bias(const synth_model_opts_t *o) {
+    return synth_is_qwen2(o) || o->attention_bias;
+}
+
+int synth_has_o_bias(const synth_model_opts_t *o) {
+    return !synth_is_qwen2(o) && o->attention_bias;
+}
+
+/* ---- weights ---- */
+
+/* n values ~ U(center ± half_width), rounded to the storage dtype. */
+static float *draw(const synth_model_opts_t *o, const char *name, size_t n, double center,
+                   double half_width) {
+    float *v = malloc(n * sizeof(float));
+    if (!v) return NULL;
+    uint64_t s = stream_for(o->seed, name);
+    for (size_t i = 0; i < n; i++)
+        v[i] = synth_round_to(o->dtype, (float)(center + half_width * rng_sym(&s)));
+    return v;
+}
+
+/* Linear weights: U(±w_scale·sqrt(3/fan_in)) has variance w_scale²/fan_in, so with unit
+ * w_scale a projection keeps the variance of its input and attention scores are O(1): the
+ * softmax is neither flat nor one-hot, which is what makes a logits comparison sensitive. */
+static float *draw_linear(const synth_model_opts_t *o, const char *name, int rows, int cols) {
+    double ws = o->w_scale > 0 ? o->w_scale : 1.0;
+    return draw(o, name, (size_t)rows * (size_t)cols, 0.0, ws * sqrt(3.0 / cols));
+}
+
+synth_weights_t *synth_weights_create(const synth_model_opts_t *o) {
+    if (o->hidden <= 0 || o->intermediate <= 0 || o->n_layers <= 0 || o->n_heads <= 0 ||
+        o->vocab <= 0 || synth_head_dim(o) <= 0 || o->n_heads % synth_n_kv_heads(o) != 0) {
+        fprintf(stderr, "synth_weights_create: bad options\n");
+        return NULL;
+    }
+    synth_weights_t *w = calloc(1, sizeof *w);
+    if (!w) return NULL;
+    w->o = *o;
+    const int d = o->hidden, ffn = o->intermediate, hd = synth_head_dim(o);
+    const int q_dim = o->n_heads * hd, kv_dim = synth_n_kv_heads(o) * hd;
+    char n[128];
+    int ok = 1;
+    w->embed = draw(o, "model.embed_tokens.weight", (size_t)o->vocab * d, 0.0, 1.0);
+    w->final_norm = draw(o, "model.norm.weight", (size_t)d, 1.0, 0.25);
+    if (o->tie_embeddings) w->lm_head = w->embed;
+    else w->lm_head = draw_linear(o, "lm_head.weight", o->vocab, d);
+    w->layers = calloc((size_t)o->n_layers, sizeof *w->layers);
+    ok = w->embed && w->final_norm && w->lm_head && w->layers;
+    for (int l = 0; ok && l < o->n_layers; l++) {
+        synth_layer_t *ly = &w->layers[l];
+#define NAME(fmt) (snprintf(n, sizeof n, "model.layers.%d." fmt, l), n)
+        ly->attn_norm = draw(o, NAME("input_layernorm.weight"), (size_t)d, 1.0, 0.25);
+        ly->ffn_norm = draw(o, NAME("post_attention_layernorm.weight"), (size_t)d, 1.0, 0.25);
+        ly->wq = draw_linear(o, NAME("self_attn.q_proj.weight"), q_dim, d);
+        ly->wk = draw_linear(o, NAME("self_attn.k_proj.weight"), kv_dim, d);
+        ly->wv = draw_linear(o, NAME("self_attn.v_proj.weight"), kv_dim, d);
+        ly->wo = draw_linear(o, NAME("self_attn.o_proj.weight"), d, q_dim);
+        ly->w_gate = draw_linear(o, NAME("mlp.gate_proj.weight"), ffn, d);
+        ly->w_up = draw_linear(o, NAME("mlp.up_proj.weight"), ffn, d);
+        ly->w_down = draw_linear(o, NAME("mlp.down_proj.weight"), d, ffn);
+        ok = ly->attn_norm && ly->ffn_norm && ly->wq && ly->wk && ly->wv && ly->wo &&
+             ly->w_gate && ly->w_up && ly->w_down;
+        if (ok && synth_has_qkv_bias(o)) {
+            ly->bq = draw(o, NAME("self_attn.q_proj.bias"), (size_t)q_dim, 0.0, 0.2);
+            ly->bk = draw(o, NAME("self_attn.k_proj.bias"), (size_t)kv_dim, 0.0, 0.2);
+            ly->bv = draw(o, NAME("self_attn.v_proj.bias"), (size_t)kv_dim, 0.0, 0.2);
+            ok = ly->bq && ly->bk && ly->bv;
+        }
+        if (ok && synth_has_o_bias(o)) {
+            ly->bo = draw(o, NAME("self_attn.o_proj.bias"), (size_t)d, 0.0, 0.2);
+            ok = ly->bo != NULL;
+        }
+#undef NAME
+    }
+    if (!ok) {
+        fprintf(stderr, "synth_weights_create: out of memory\n");
+        synth_weights_free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void synth_weights_free(synth_weights_t *w) {
+    if (!w) return;
+    for (int l = 0; w->layers && l < w->o.n_layers; l++) {
+        synth_layer_t *ly = &w->layers[l];
+        float *arr[] = {ly->attn_norm, ly->ffn_norm, ly->wq, ly->wk, ly->wv, ly->wo,
+                        ly->w_gate, ly->w_up, ly->w_down, ly->bq, ly->bk, ly->bv, ly->bo};
+        for (size_t i = 0; i < sizeof arr / sizeof arr[0]; i++) free(arr[i]);
+    }
+    free(w->layers);
+    if (w->lm_head != w->embed) free(w->lm_head);
+    free(w->embed);
+    free(w->final_norm);
+    free(w);
+}
+
+static void put(synth_tensor_t *out, int cap, int *n, const char *name, int n_dims, int64_t d0,
+                int64_t d1, const float *data) {
+    if (*n < cap) {
+        synth_tensor_t *t = &out[*n];
+        snprintf(t->name, sizeof t->name, "%s", name);
+        t->n_dims = n_dims;
+        t->shape[0] = d0;
+        t->shape[1] = n_dims == 2 ? d1 : 0;
+        t->data = data;
+    }
+    (*n)++;
+}
+
+int synth_weights_tensors(const synth_weights_t *w, synth_tensor_t *out, int cap) {
+    const synth_model_opts_t *o = &w->o;
+    const int d = o->hidden, ffn = o->intermediate, hd = synth_head_dim(o);
+    const int q_dim = o->n_heads * hd, kv_dim = synth_n_kv_heads(o) * hd;
+    int n = 0;
+    char nm[128];
+    put(out, cap, &n, "model.embed_tokens.weight", 2, o->vocab, d, w->embed);
+    for (int l = 0; l < o->n_layers; l++) {
+        const synth_layer_t *ly = &w->layers[l];
+#define NAME(fmt) (snprintf(nm, sizeof nm, "model.layers.%d." fmt, l), nm)
+        put(out, cap, &n, NAME("input_layernorm.weight"), 1, d, 0, ly->attn_norm);
+        put(out, cap, &n, NAME("self_attn.q_proj.weight"), 2, q_dim, d, ly->wq);
+        if (ly->bq) put(out, cap, &n, NAME("self_attn.q_proj.bias"), 1, q_dim, 0, ly->bq);
+        put(out, cap, &n, NAME("self_attn.k_proj.weight"), 2, kv_dim, d, ly->wk);
+        if (ly->bk) put(out, cap, &n, NAME("self_attn.k_proj.bias"), 1, kv_dim, 0, ly->bk);
+        put(out, cap, &n, NAME("self_attn.v_proj.weight"), 2, kv_dim, d, ly->wv);
+        if (ly->bv) put(out, cap, &n, NAME("self_attn.v_proj.bias"), 1, kv_dim, 0, ly->bv);
+        put(out, cap, &n, NAME("self_attn.o_proj.weight"), 2, d, q_dim, ly->wo);
+        if (ly->bo) put(out, cap, &n, NAME("self_attn.o_proj.bias"), 1, d, 0, ly->bo);
+        put(out, cap, &n, NAME("post_attention_layernorm.weight"), 1, d, 0, ly->ffn_norm);
+        put(out, cap, &n, NAME("mlp.gate_proj.weight"), 2, ffn, d, ly->w_gate);
+        put(out, cap, &n, NAME("mlp.up_proj.weight"), 2, ffn, d, ly->w_up);
+        put(out, cap, &n, NAME("mlp.down_proj.weight"), 2, d, ffn, ly->w_down);
+#undef NAME
+    }
+    put(out, cap, &n, "model.norm.weight", 1, d, 0, w->final_norm);
+    if (!o->tie_embeddings) put(out, cap, &n, "lm_head.weight", 2, o->vocab, d, w->lm_head);
+    return n;
+}
+
+/* ---- config.json ---- */
+
+static const char *model_type_of(const synth_model_opts_t *o) {
+    const char *a = arch_of(o);
+    if (strcmp(a, "MistralForCausalLM") == 0) return "mistral";
+    if (strcmp(a, "Qwen2ForCausalLM") == 0) return "qwen2";
+    return "llama";
+}
+
+static const char *torch_dtype_of(core_dtype_t dt) {
+    return dt == CORE_DT_BF16 ? "bfloat16" : dt == CORE_DT_F16 ? "float16" : "float32";
+}
+
+char *synth_config_json(const synth_model_opts_t *o) {
+    sbuf_t b = {0};
+    const char *arch = arch_of(o);
+    sb_printf(&b, "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n", arch,
+              model_type_of(o));
+    sb_printf(&b, "  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n", o->hidden,
+              o->intermediate);
+    sb_printf(&b, "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n", o->n_layers,
+              o->n_heads);
+    sb_printf(&b, "  \"num_key_value_heads\": %d,\n", synth_n_kv_heads(o));
+    if (o->head_dim > 0) sb_printf(&b, "  \"head_dim\": %d,\n", o->head_dim);
+    sb_printf(&b, "  \"vocab_size\": %d,\n  \"max_position_embeddings\": %d,\n", o->vocab,
+              o->max_pos);
+    sb_printf(&b, "  \"rms_norm_eps\": %.9g,\n  \"rope_theta\": %.9g,\n",
+              o->rms_eps > 0 ? o->rms_eps : 1e-5, o->rope_theta > 0 ? o->rope_theta : 10000.0);
+    if (o->rope_scaling_json)
+        sb_printf(&b, "  \"rope_scaling\": %s,\n", o->rope_scaling_json);
+    else if (o->rope_llama3)
+        sb_printf(&b,
+                  "  \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": %.9g, "
+                  "\"low_freq_factor\": %.9g, \"high_freq_factor\": %.9g, "
+                  "\"original_max_position_embeddings\": %d},\n",
+                  o->rope_factor, o->rope_low_freq_factor, o->rope_high_freq_factor,
+                  o->rope_orig_max_pos);
+    else
+        sb_printf(&b, "  \"rope_scaling\": null,\n");
+    sb_printf(&b, "  \"hidden_act\": \"%s\",\n", o->hidden_act ? o->hidden_act : "silu");
+    sb_printf(&b, "  \"tie_word_embeddings\": %s,\n", o->tie_embeddings ? "true" : "false");
+    if (synth_is_qwen2(o)) {
+        /* What Qwen2 checkpoints carry: a window that is off unless use_sliding_window. */
+        sb_printf(&b,
+                  "  \"use_sliding_window\": false,\n  \"sliding_window\": %d,\n"
+                  "  \"max_window_layers\": %d,\n",
+                  o->sliding_window > 0 ? o->sliding_window : o->max_pos, o->n_layers);
+    } else if (strcmp(model_type_of(o), "mistral") == 0) {
+        if (o->sliding_window > 0) sb_printf(&b, "  \"sliding_window\": %d,\n", o->sliding_window);
+        else sb_printf(&b, "  \"sliding_window\": null,\n");
+        if (o->attention_bias) sb_printf(&b, "  \"attention_bias\": true,\n");
+    } else {
+        sb_printf(&b, "  \"attention_bias\": %s,\n  \"mlp_bias\": false,\n",
+                  o->attention_bias ? "true" : "false");
+        sb_printf(&b, "  \"pretraining_tp\": 1,\n");
+    }
+    if (o->bos_id >= 0) sb_printf(&b, "  \"bos_token_id\": %d,\n", o->bos_id);
+    if (o->eos_id >= 0) sb_printf(&b, "  \"eos_token_id\": %d,\n", o->eos_id);
+    if (o->extra_config) sb_printf(&b, "  %s,\n", o->extra_config);
+    sb_printf(&b,
+              "  \"initializer_range\": 0.02,\n  \"use_cache\": true,\n"
+              "  \"torch_dtype\": \"%s\",\n  \"transformers_version\": \"4.45.0\"\n}\n",
+              torch_dtype_of(o->dtype));
+    if (b.oom) {
+        free(b.s);
+        return NULL;
+    }
+    return b.s;
+}
+
+static int write_text(const char *dir, const char *file, const char *text) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        fprintf(stderr, "synth: cannot write %s\n", path);
+        return -1;
+    }
+    size_t len = strlen(text);
+    size_t w = fwrite(text, 1, len, f);
+    return (fclose(f) == 0 && w == len) ? 0 : -1;
+}
+
+int synth_write_config(const synth_model_opts_t *o, const char *dir) {
+    char *js = synth_config_json(o);
+    if (!js) return -1;
+    int rc = write_text(dir, "config.json", js);
+    free(js);
+    return rc;
+}
+
+/* ---- safetensors ---- */
+
+/* Encodes n fp32 values as dt (little-endian); returns new buffer or NULL. */
+static void *encode(core_dtype_t dt, const float *v, size_t n) {
+    if (dt == CORE_DT_F32) {
+        void *b = malloc(n ? n * 4 : 1);
+        if (b) memcpy(b, v, n * 4);
+        return b;
+    }
+    unsigned char *b = malloc(n ? n * 2 : 1);
+    if (!b) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h = dt == CORE_DT_BF16 ? f32_to_bf16_bits(v[i]) : f32_to_f16_bits(v[i]);
+        b[2 * i] = (unsigned char)(h & 0xff);
+        b[2 * i + 1] = (unsigned char)(h >> 8);
+    }
+    return b;
+}
+
+/* Writes tensors [lo, hi) to path. */
+static int write_file(const synth_model_opts_t *o, const synth_tensor_t *t, int lo, int hi,
+                      const char *path) {
+    st_writer_t *w = stw_create();
+    if (!w) return -1;
+    int rc = 0;
+    for (int i = lo; i < hi && rc == 0; i++) {
+        size_t n = (size_t)t[i].shape[0] * (size_t)(t[i].n_dims == 2 ? t[i].shape[1] : 1);
+        void *bytes = encode(o->dtype, t[i].data, n);
+        if (!bytes) { rc = -1; break; }
+        rc = stw_add(w, t[i].name, o->dtype, t[i].n_dims, t[i].shape, bytes) ? -1 : 0;
+        free(bytes);
+    }
+    if (rc == 0 && stw_write(w, path) != 0) rc = -1;
+    if (rc) fprintf(stderr, "synth: cannot write %s\n", path);
+    stw_free(w);
+    return rc;
+}
+
+int synth_write_tensors(const synth_model_opts_t *o, const synth_tensor_t *t, int n,
+                        const char *dir) {
+    char path[4096];
+    if (o->n_shards <= 1) {
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        return write_file(o, t, 0, n, path);
+    }
+    const int ns = o->n_shards;
+    sbuf_t idx = {0};
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += (size_t)t[i].shape[0] * (size_t)(t[i].n_dims == 2 ? t[i].shape[1] : 1) *
+                 core_dtype_size(o->dtype);
+    sb_printf(&idx, "{\n  \"metadata\": {\"total_size\": %zu},\n  \"weight_map\": {", total);
+    for (int s = 0; s < ns; s++) {
+        const int lo = (int)((int64_t)n * s / ns), hi = (int)((int64_t)n * (s + 1) / ns);
+        char file[64];
+        snprintf(file, sizeof file, "model-%05d-of-%05d.safetensors", s + 1, ns);
+        snprintf(path, sizeof path, "%s/%s", dir, file);
+        if (write_file(o, t, lo, hi, path) != 0) {
+            free(idx.s);
+            return -1;
+        }
+        for (int i = lo; i < hi; i++)
+            sb_printf(&idx, "%s\n    \"%s\": \"%s\"", i ? "," : "", t[i].name, file);
+    }
+    sb_printf(&idx, "\n  }\n}\n");
+    int rc = idx.oom ? -1 : write_text(dir, "model.safetensors.index.json", idx.s);
+    free(idx.s);
+    return rc;
+}
+
+int synth_model_write(const synth_model_opts_t *o, const char *dir, synth_weights_t **out) {
+    if (out) *out = NULL;
+    synth_weights_t *w = synth_weights_create(o);
+    if (!w) return -1;
+    int n = synth_weights_tensors(w, NULL, 0);
+    synth_tensor_t *t = malloc((size_t)n * sizeof *t);
+    int rc = -1;
+    if (t) {
+        synth_weights_tensors(w, t, n);
+        rc = synth_write_config(o, dir);
+        if (rc == 0) rc = synth_write_tensors(o, t, n, dir);
+    }
+    free(t);
+    if (rc == 0 && out) *out = w;
+    else synth_weights_free(w);
+    return rc;
+}

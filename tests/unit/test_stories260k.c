@@ -1,0 +1,300 @@
+/* test_stories260k.c: golden-value tests of the whole core on a real trained model.
+ *
+ * ../shared/fixtures/stories260K-hf is Karpathy's stories260K in HF layout; expected_ids.json
+ * holds 200 greedy ids from BOS produced by an independent fp32 numpy forward, plus fp64
+ * logits after step 0 and step 199. expected.txt is llama2.c's published greedy output.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "forward.h"
+#include "generate.h"
+#include "model.h"
+#include "test_util.h"
+#include "tokenizer.h"
+
+typedef struct {
+    core_model_t *m;
+    cJSON *expected;
+    int32_t ids[200];
+} fx_t;
+
+static int setup(void **state) {
+    fx_t *fx = calloc(1, sizeof *fx);
+    llm_error_t err = {0};
+    if (core_model_load(tu_fixture_path("stories260K-hf"), &fx->m, &err)) {
+        fprintf(stderr, "load: %s\n", err.msg);
+        return -1;
+    }
+    char *js = tu_read_file(tu_fixture_path("stories260K-hf/expected_ids.json"), NULL);
+    if (!js) return -1;
+    fx->expected = cJSON_Parse(js);
+    free(js);
+    const cJSON *ids = cJSON_GetObjectItem(fx->expected, "ids");
+    if (cJSON_GetArraySize(ids) != 200) return -1;
+    for (int i = 0; i < 200; i++) fx->ids[i] = cJSON_GetArrayItem(ids, i)->valueint;
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fx_t *fx = *state;
+    core_model_free(fx->m);
+    cJSON_Delete(fx->expected);
+    free(fx);
+    return 0;
+}
+
+static smp_params_t greedy(void) {
+    smp_params_t p = smp_params_default();
+    p.temperature = 0;
+    return p;
+}
+
+/* The config and weights are read as SOURCE.txt describes them. */
+static void test_config(void **state) {
+    fx_t *fx = *state;
+    const core_model_config_t *c = &fx->m->cfg;
+    assert_int_equal(c->arch, CORE_ARCH_LLAMA);
+    assert_int_equal(c->hidden_size, 64);
+    assert_int_equal(c->n_layers, 5);
+    assert_int_equal(c->n_heads, 8);
+    assert_int_equal(c->n_kv_heads, 4);
+    assert_int_equal(c->head_dim, 8);
+    assert_int_equal(c->vocab_size, 512);
+    assert_int_equal(c->tie_embeddings, 1);
+    assert_ptr_equal(fx->m->lm_head, &fx->m->embed);
+    assert_int_equal(fx->m->owns_lm_head, 0);
+    assert_int_equal(c->bos_id, 1);
+    assert_int_equal(c->n_eos, 1);
+    assert_int_equal(c->eos_ids[0], 2);
+}
+
+/* Logits after BOS and after the 199th generated id against the fp64 reference. */
+static void check_logits(const float *got, const cJSON *want, const char *what) {
+    double max_abs = 0, max_ref = 0;
+    for (int i = 0; i < 512; i++) {
+        double w = cJSON_GetArrayItem(want, i)->valuedouble;
+        double d = fabs(got[i] - w);
+        if (d > max_abs) max_abs = d;
+        if (fabs(w) > max_ref) max_ref = fabs(w);
+    }
+    /* fp32 vs fp64 differ by <= 1.6e-5 absolute per SOURCE.txt; the reference is printed with 7
+     * significant digits. 1e-4 relative to the largest logit covers both. */
+    if (max_abs > 1e-4 * max_ref) {
+        fprintf(stderr, "%s: max |diff| %g vs max |logit| %g\n", what, max_abs, max_ref);
+        fail();
+    }
+}
+
+static void test_logits_match_fp64_reference(void **state) {
+    fx_t *fx = *state;
+    core_kv_pool_t *pool;
+    core_fwd_t *fwd;
+    assert_int_equal(core_kv_pool_create(&fx->m->cfg, 16, &pool), 0);
+    assert_int_equal(core_fwd_create(fx->m, 256, &fwd), 0);
+    core_seq_t seq;
+    core_seq_init(&seq, pool, fx->m->cfg.max_pos);
+    float logits[512];
+    llm_error_t err = {0};
+    int32_t bos = 1;
+    core_step_seg_t seg = {.seq = &seq, .tokens = &bos, .n_tok = 1, .logits = CORE_LOGITS_LAST};
+    assert_int_equal(core_fwd_step(fwd, &seg, 1, logits, &err), 0);
+    check_logits(logits, cJSON_GetObjectItem(fx->expected, "logits_step0_fp64"), "step 0");
+    /* feed the 199 expected ids as one prompt chunk: step 199's logits come out last */
+    seg = (core_step_seg_t){.seq = &seq, .tokens = fx->ids, .n_tok = 199,
+                            .logits = CORE_LOGITS_LAST};
+    assert_int_equal(core_fwd_step(fwd, &seg, 1, logits, &err), 0);
+    assert_int_equal(seq.n_past, 200);
+    check_logits(logits, cJSON_GetObjectItem(fx->expected, "logits_step199_fp64"), "step 199");
+    core_seq_deinit(&seq);
+    assert_int_equal(pool->n_free, pool->n_blocks);
+    core_fwd_free(fwd);
+    core_kv_pool_free(pool);
+}
+
+/* Greedy from BOS for 200 tokens reproduces all 200 expected ids. */
+static void test_greedy_200_ids(void **state) {
+    fx_t *fx = *state;
+    int32_t bos = 1;
+    core_gen_req_t r = {.prompt = &bos, .n_prompt = 1, .max_tokens = 200,
+                        .sampling = greedy()};
+    llm_error_t err = {0};
+    assert_int_equal(core_generate(fx->m, NULL, &r, 1, NULL, &err), 0);
+    assert_int_equal(r.n_ids, 200);
+    for (int i = 0; i < 200; i++) {
+        if (r.ids[i] != fx->ids[i]) fprintf(stderr, "first mismatch at %d\n", i);
+        assert_int_equal(r.ids[i], fx->ids[i]);
+    }
+    assert_int_equal(r.finish, CORE_FINISH_LENGTH);
+    core_gen_req_clear(&r);
+}
+
+/* The decoded text of the first 114 tokens equals the start of llama2.c's expected.txt. */
+static void test_text_matches_published(void **state) {
+    fx_t *fx = *state;
+    llm_error_t err = {0};
+    tok_tokenizer_t *tok = NULL;
+    assert_int_equal(tok_load(tu_fixture_path("stories260K-hf"), &tok, &err), 0);
+    int32_t bos = 1;
+    core_gen_req_t r = {.prompt = &bos, .n_prompt = 1, .max_tokens = 114,
+                        .sampling = greedy()};
+    assert_int_equal(core_generate(fx->m, tok, &r, 1, NULL, &err), 0);
+    size_t elen;
+    char *expected = tu_read_file(tu_fixture_path("stories260K-hf/expected.txt"), &elen);
+    assert_non_null(expected);
+    assert_true(r.text_len > 250); /* 114 tokens of TinyStories text */
+    assert_true(r.text_len <= elen);
+    assert_memory_equal(r.text, expected, r.text_len);
+    /* and the 115th token is where the Q8_0 weights part from the fp32 original */
+    assert_true(elen > r.text_len);
+    free(expected);
+    core_gen_req_clear(&r);
+    tok_free(tok);
+}
+
+/* One prompt alone and inside a batch of 8 sequences of different lengths (with prefill
+ * chunked across steps) yields the same greedy tokens. */
+static void test_batch_invariance(void **state) {
+    fx_t *fx = *state;
+    enum { N = 8 };
+    static const int lens[N] = {1, 7, 33, 2, 64, 15, 100, 5};
+    int32_t prompts[N][100];
+    for (int i = 0; i < N; i++) {
+        prompts[i][0] = 1;
+        for (int t = 1; t < lens[i]; t++) prompts[i][t] = fx->ids[(t * 7 + i * 13) % 200];
+    }
+    core_gen_req_t alone[N], batch[N];
+    llm_error_t err = {0};
+    for (int i = 0; i < N; i++) {
+        alone[i] = (core_gen_req_t){.prompt = prompts[i], .n_prompt = lens[i],
+                                    .max_tokens = 40 + i, .sampling = greedy()};
+        batch[i] = alone[i];
+        assert_int_equal(core_generate(fx->m, NULL, &alone[i], 1, NULL, &err), 0);
+    }
+    core_gen_opts_t o = {.max_step_tokens = 24}; /* forces chunked prefill */
+    assert_int_equal(core_generate(fx->m, NULL, batch, N, &o, &err), 0);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(batch[i].n_ids, alone[i].n_ids);
+        assert_memory_equal(batch[i].ids, alone[i].ids, (size_t)alone[i].n_ids * 4);
+        core_gen_req_clear(&alone[i]);
+        core_gen_req_clear(&batch[i]);
+    }
+}
+
+/* Seeded sampling gives the same tokens alone and in a batch, and differs across seeds. */
+static void test_seeded_sampling_batch_invariant(void **state) {
+    fx_t *fx = *state;
+    smp_params_t sp = smp_params_default();
+    sp.temperature = 1.0f;
+    sp.seed = 42;
+    sp.has_seed = 1;
+    int32_t bos = 1, other[3] = {1, 403, 407};
+    llm_error_t err = {0};
+    core_gen_req_t a = {.prompt = &bos, .n_prompt = 1, .max_tokens = 60, .sampling = sp,
+                        .ignore_eos = 1};
+    core_gen_req_t b[3] = {a, a, a};
+    b[1].prompt = other;
+    b[1].n_prompt = 3;
+    b[2].sampling.seed = 7;
+    assert_int_equal(core_generate(fx->m, NULL, &a, 1, NULL, &err), 0);
+    assert_int_equal(core_generate(fx->m, NULL, b, 3, NULL, &err), 0);
+    assert_int_equal(a.n_ids, 60);
+    assert_memory_equal(a.ids, b[0].ids, 60 * 4);
+    assert_memory_not_equal(a.ids, b[2].ids, 60 * 4);
+    core_gen_req_clear(&a);
+    for (int i = 0; i < 3; i++) core_gen_req_clear(&b[i]);
+}
+
+/* Stop strings cut the text before the stop string; max_tokens ends with "length". */
+static void test_stop_string(void **state) {
+    fx_t *fx = *state;
+    llm_error_t err = {0};
+    tok_tokenizer_t *tok = NULL;
+    assert_int_equal(tok_load(tu_fixture_path("stories260K-hf"), &tok, &err), 0);
+    int32_t bos = 1;
+    const char *stop[] = {"Lily."};
+    core_gen_req_t r = {.prompt = &bos, .n_prompt = 1, .max_tokens = 200, .sampling = greedy(),
+                        .stop = stop, .n_stop = 1};
+    assert_int_equal(core_generate(fx->m, tok, &r, 1, NULL, &err), 0);
+    assert_int_equal(r.finish, CORE_FINISH_STOP);
+    assert_string_equal(r.text, "Once upon a time, there was a little girl named ");
+    assert_true(r.n_ids < 20);
+    core_gen_req_clear(&r);
+    tok_free(tok);
+}
+
+/* A sequence is refused past the context length and nothing advances. */
+static void test_context_overflow_refused(void **state) {
+    fx_t *fx = *state;
+    core_kv_pool_t *pool;
+    core_fwd_t *fwd;
+    assert_int_equal(core_kv_pool_create(&fx->m->cfg, 64, &pool), 0);
+    assert_int_equal(core_fwd_create(fx->m, 600, &fwd), 0);
+    core_seq_t seq;
+    core_seq_init(&seq, pool, fx->m->cfg.max_pos);
+    int32_t toks[513];
+    for (int i = 0; i < 513; i++) toks[i] = 5;
+    core_step_seg_t seg = {.seq = &seq, .tokens = toks, .n_tok = 513, .logits = CORE_LOGITS_LAST};
+    float *logits = malloc(512 * sizeof(float));
+    llm_error_t err = {0};
+    assert_int_equal(core_fwd_step(fwd, &seg, 1, logits, &err), LLM_ERANGE);
+    assert_non_null(strstr(err.msg, "context"));
+    assert_int_equal(seq.n_past, 0);
+    /* a token id outside the vocabulary */
+    toks[0] = 512;
+    seg.n_tok = 1;
+    assert_int_equal(core_fwd_step(fwd, &seg, 1, logits, &err), LLM_ERANGE);
+    core_seq_deinit(&seq);
+    free(logits);
+    core_fwd_free(fwd);
+    core_kv_pool_free(pool);
+}
+
+/* Paged KV: blocks are taken as a sequence grows, refused when the pool is empty (nothing taken
+ * then), and all returned when it ends. */
+static void test_kv_blocks(void **state) {
+    fx_t *fx = *state;
+    core_kv_pool_t *pool;
+    assert_int_equal(core_kv_pool_create(&fx->m->cfg, 3, &pool), 0);
+    core_seq_t a, b;
+    core_seq_init(&a, pool, 512);
+    core_seq_init(&b, pool, 512);
+    assert_int_equal(core_seq_reserve(&a, CORE_KV_BLOCK + 1), 0);
+    assert_int_equal(a.n_blocks, 2);
+    assert_int_equal(pool->n_free, 1);
+    assert_int_equal(core_seq_reserve(&b, 2 * CORE_KV_BLOCK), LLM_EFULL);
+    assert_int_equal(b.n_blocks, 0);
+    assert_int_equal(pool->n_free, 1);
+    assert_int_equal(core_seq_reserve(&b, CORE_KV_BLOCK), 0);
+    assert_int_equal(pool->n_free, 0);
+    core_seq_deinit(&a);
+    assert_int_equal(pool->n_free, 2);
+    core_seq_deinit(&b);
+    assert_int_equal(pool->n_free, 3);
+    core_kv_pool_free(pool);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_logits_match_fp64_reference),
+        cmocka_unit_test(test_greedy_200_ids),
+        cmocka_unit_test(test_text_matches_published),
+        cmocka_unit_test(test_batch_invariance),
+        cmocka_unit_test(test_seeded_sampling_batch_invariant),
+        cmocka_unit_test(test_stop_string),
+        cmocka_unit_test(test_context_overflow_refused),
+        cmocka_unit_test(test_kv_blocks),
+    };
+    return cmocka_run_group_tests_name("stories260k", tests, setup, teardown);
+}
