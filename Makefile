@@ -61,6 +61,10 @@ build/asan/tests/%: build/asan/obj/tests/unit/%.o $(ASAN_LIB) $(ASAN_SUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(SANFLAGS) $^ -o $@ $(PCLDLIBS) -lcmocka
 
+# Synthetic models and adapters for the end-to-end tests and benchmarks.
+build/loramux-synth: build/obj/tests/tools/synth_main.o $(LIB_OBJ) $(SUP_OBJ)
+	$(CC) $(OPT) $^ -o $@ $(PCLDLIBS)
+
 # Each unit-test binary is its own process, so a crash fails one module, not the run.
 unit-test: build/loramux $(TESTS)
 	@fail=0; for t in $(TESTS); do \
@@ -83,8 +87,9 @@ build/bench/%: build/obj/bench/%.o $(LIB_OBJ) $(SUP_OBJ)
 bench: $(BENCHES)
 	@for b in $(BENCHES); do echo "== $$b"; $$b || exit 1; done
 
-e2e-test: build/loramux
+e2e-test: build/loramux build/loramux-synth
 	LORAMUX_FIXTURES=$(FIXTURES) LORAMUX_BIN=$(abspath build/loramux) \
+	  LORAMUX_SYNTH=$(abspath build/loramux-synth) \
 	  $(PYTHON) -m pytest -q tests/e2e
 
 test: deps

@@ -15,6 +15,8 @@ static const char *const k_inert[] = {
     "task_type", "revision", "inference_mode", "lora_dropout", "lorma_dropout",
     "auto_mapping", "megatron_core", "peft_version", "base_model_name_or_path",
     "fan_in_fan_out", /* PEFT resets it to false for nn.Linear targets (all Llama ones) */
+    /* initialisation-time settings: init_lora_weights decides whether the base was changed */
+    "eva_config", "corda_config", "lora_ga_config",
     NULL,
 };
 
@@ -232,10 +234,11 @@ int adp_config_parse(const char *json, const char *file, adp_config_t *c, llm_er
             (rc = get_num(root, "lora_alpha", file, 0, 0, &alpha, err)) ||
             (rc = get_num(root, "k", file, 0, 8, &k, err)))
             goto done;
-        if (k != floor(k) || k < 1) {
+        if (k != floor(k) || k < 1 || k > 65536) {
             rc = llm_err_set(err, LLM_EFORMAT, "%s: \"k\" must be a positive integer", file);
             goto done;
         }
+        c->k = (int)k;
     } else {
         rc = llm_err_set(err, LLM_EUNSUPPORTED,
                          "%s: peft_type \"%s\" is not supported (LORA, LORMA, LORA2)", file, pt);
@@ -285,6 +288,15 @@ int adp_config_parse(const char *json, const char *file, adp_config_t *c, llm_er
 
     /* Targets. */
     const cJSON *tm = cJSON_GetObjectItemCaseSensitive(root, "target_modules");
+    if (cJSON_IsString(tm) && strcmp(tm->valuestring, "all-linear") == 0) {
+        /* PEFT's shorthand for every linear layer but the output head */
+        cJSON_ReplaceItemInObjectCaseSensitive(
+            root, "target_modules",
+            cJSON_CreateStringArray((const char *const[]){"q_proj", "k_proj", "v_proj", "o_proj",
+                                                          "gate_proj", "up_proj", "down_proj"},
+                                    7));
+        tm = cJSON_GetObjectItemCaseSensitive(root, "target_modules");
+    }
     if (is_off(tm)) {
         if (c->method == ADP_METHOD_LORMA || c->method == ADP_METHOD_LORA2) {
             rc = llm_err_set(err, LLM_EFORMAT, "%s: missing \"target_modules\"", file);

@@ -28,6 +28,7 @@ typedef struct adp_config_s {
     int mora_type;                /* MoRA: 1,2,3,4,6 */
     int lorma_pre;                /* LoRMA: 1 pre, 0 post */
     adp_inflation_t inflation;    /* LoRMA */
+    int k;                        /* LoRA²: inner rank (8 when absent) */
     char base_model[256];         /* base_model_name_or_path, "" when null */
     int peft_major, peft_minor;   /* 0.0 when absent (treated as current) */
     /* private: target selection */

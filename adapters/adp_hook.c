@@ -6,6 +6,7 @@
  * expand T·Bᵀ accumulated into Y): SGMV when the group has several tokens, two sgemv calls
  * for a single token. Nothing is padded to a maximum rank and no full-width delta is formed.
  */
+#include <assert.h>
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -141,6 +142,7 @@ static int group_rows(const core_lin_call_t *c, int i, int j) {
 
 static int hook_pre(void *ctx, const core_lin_call_t *c, const float *x, float *x_out) {
     adp_hook_t *h = ctx;
+    assert(c->n_rows <= h->max_tokens); /* scratch was sized for the forward's step limit */
     int copied = 0;
     for (int i = 0, j; i < c->n_segs; i = j) {
         j = group_end(c, i);
@@ -162,6 +164,7 @@ static int hook_pre(void *ctx, const core_lin_call_t *c, const float *x, float *
 
 static void hook_post(void *ctx, const core_lin_call_t *c, const float *x, float *y) {
     adp_hook_t *h = ctx;
+    assert(c->n_rows <= h->max_tokens);
     for (int i = 0, j; i < c->n_segs; i = j) {
         j = group_end(c, i);
         const adp_set_t *set = c->segs[i].adapter;

@@ -60,9 +60,10 @@ static int parse_key(const char *key, const adp_config_t *c, int n_layers, const
     /* rest: "<name>[.<adapter name>][.weight|.bias]"; the adapter-name infix is dropped */
     char rest[128];
     snprintf(rest, sizeof rest, "%s", k + used);
-    char *parts[4];
+    char *parts[4], *save = NULL;
     int np = 0;
-    for (char *s = strtok(rest, "."); s && np < 4; s = strtok(NULL, ".")) parts[np++] = s;
+    for (char *s = strtok_r(rest, ".", &save); s && np < 4; s = strtok_r(NULL, ".", &save))
+        parts[np++] = s;
     const char *tail = np > 1 ? parts[np - 1] : "";
     int is_bias = !strcmp(tail, "bias");
     int ok_tail = np == 1 || (np <= 3 && (!strcmp(tail, "weight") || is_bias));
@@ -384,6 +385,8 @@ static int build_lora2(ctx_t *x, const core_model_t *m, const adp_config_t *c, i
                                x->name, x->file, l, core_proj_name(p));
     }
     const int64_t k = s->t[R_A]->n_dims == 2 ? s->t[R_A]->shape[0] : -1;
+    if (k != c->k)
+        return bad_shape(x, s->t[R_A], c->k, in, " (k from config)");
     if (k < 1 || k > in + out || !shape_is(s->t[R_A], k, in))
         return bad_shape(x, s->t[R_A], k < 1 ? 1 : k, in, " (k must be in [1, in + out])");
     if (!shape_is(s->t[R_B], r, k)) return bad_shape(x, s->t[R_B], r, k, " (r from config)");
@@ -530,7 +533,7 @@ int adp_load_files(const core_model_t *m, const char *config_path, const char *s
         role_t role = R_A;
         if ((rc = parse_key(t->name, &c, L, x.file, &l, &p, &role, err))) {
             char inner[sizeof err->msg];
-            snprintf(inner, sizeof inner, "%s", err->msg);
+            snprintf(inner, sizeof inner, "%s", err ? err->msg : "");
             rc = llm_err_set(err, rc, "adapter \"%s\": %s", name, inner);
             goto fail;
         }

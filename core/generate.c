@@ -161,6 +161,8 @@ int core_generate(const core_model_t *m, const tok_tokenizer_t *tok, core_gen_re
             goto done;
         }
         tok_stream_init(&run[i].stream, 1);
+        if (tok && tok_has_text(tok, r->prompt, (size_t)r->n_prompt))
+            tok_stream_continue(&run[i].stream);
         run[i].next = -1;
         blocks += core_kv_blocks_for(r->n_prompt + r->max_tokens);
     }

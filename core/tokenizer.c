@@ -17,16 +17,9 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Ids beyond this are refused: a corrupt file should not make us allocate gigabytes. */
-#define MAX_ID (1 << 24)
 
-/* GPT-2's pre-tokenizer pattern, what HF's ByteLevel(use_regex=true) splits with. */
-static const char RE_GPT2[] =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 /* Rust regex's \w (used by HF for single_word): alphabetic, marks, digits, connectors. */
 static const char RE_WORD[] = "[\\p{L}\\p{M}\\p{N}\\p{Pc}\\x{200C}\\x{200D}]";
-/* Rust's char::is_numeric (used by HF's Digits). */
-static const char RE_DIGIT[] = "\\p{N}";
 
 /* ---- file and JSON helpers ---- */
 
@@ -79,103 +72,6 @@ static cJSON *parse_json_file(const char *path, llm_error_t *err, int *rc) {
     return j;
 }
 
-static int check_keys(const char *path, const cJSON *o, const char *where,
-                      const char *const *allowed, llm_error_t *err) {
-    for (const cJSON *c = o->child; c; c = c->next) {
-        int ok = 0;
-        for (const char *const *a = allowed; *a && !ok; a++) ok = strcmp(c->string, *a) == 0;
-        if (!ok)
-            return llm_err_set(err, LLM_EUNSUPPORTED,
-                               "%s: field \"%s.%s\" is not supported by this tokenizer", path,
-                               where, c->string);
-    }
-    return 0;
-}
-
-/* Optional bool: absent or null gives dflt. */
-static int get_bool(const char *path, const cJSON *o, const char *key, const char *where,
-                    int dflt, int *out, llm_error_t *err) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!v || cJSON_IsNull(v)) {
-        *out = dflt;
-        return 0;
-    }
-    if (!cJSON_IsBool(v))
-        return llm_err_set(err, LLM_EFORMAT, "%s: field \"%s.%s\" must be a boolean", path,
-                           where, key);
-    *out = cJSON_IsTrue(v);
-    return 0;
-}
-
-/* Optional string: absent or null gives NULL (borrowed from the cJSON tree). */
-static int get_str(const char *path, const cJSON *o, const char *key, const char *where,
-                   const char **out, llm_error_t *err) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    *out = NULL;
-    if (!v || cJSON_IsNull(v)) return 0;
-    if (!cJSON_IsString(v))
-        return llm_err_set(err, LLM_EFORMAT, "%s: field \"%s.%s\" must be a string", path, where,
-                           key);
-    *out = v->valuestring;
-    return 0;
-}
-
-/* Optional non-negative integer; absent or null gives dflt. */
-static int get_int(const char *path, const cJSON *o, const char *key, const char *where,
-                   int dflt, int *out, llm_error_t *err) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!v || cJSON_IsNull(v)) {
-        *out = dflt;
-        return 0;
-    }
-    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > MAX_ID ||
-        v->valuedouble != (double)(int)v->valuedouble)
-        return llm_err_set(err, LLM_EFORMAT,
-                           "%s: field \"%s.%s\" must be a non-negative integer", path, where, key);
-    *out = (int)v->valuedouble;
-    return 0;
-}
-
-static int type_of(const char *path, const cJSON *o, const char *where, const char **type,
-                   llm_error_t *err) {
-    if (!cJSON_IsObject(o))
-        return llm_err_set(err, LLM_EFORMAT, "%s: field \"%s\" must be an object or null", path,
-                           where);
-    int rc = get_str(path, o, "type", where, type, err);
-    if (rc) return rc;
-    if (!*type)
-        return llm_err_set(err, LLM_EFORMAT, "%s: field \"%s.type\" is missing", path, where);
-    return 0;
-}
-
-static char *dup_n(const char *s, size_t n) {
-    char *d = malloc(n + 1);
-    if (d) {
-        memcpy(d, s, n);
-        d[n] = '\0';
-    }
-    return d;
-}
-
-static int compile_re(const char *path, const char *where, const char *pat, size_t len,
-                      pcre2_code **out, llm_error_t *err) {
-    int ecode = 0;
-    PCRE2_SIZE eoff = 0;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, len, PCRE2_UTF | PCRE2_UCP, &ecode, &eoff,
-                                   NULL);
-    if (!re) {
-        PCRE2_UCHAR msg[160];
-        pcre2_get_error_message(ecode, msg, sizeof msg);
-        return llm_err_set(err, LLM_EUNSUPPORTED,
-                           "%s: field \"%s\": regex not supported by PCRE2 (%s at offset %zu)",
-                           path, where, (const char *)msg, (size_t)eoff);
-    }
-    (void)pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* optional speed-up; falls back to the
-                                                      * interpreter when JIT is unavailable */
-    *out = re;
-    return 0;
-}
-
 /* ---- model: vocab and merges ---- */
 
 static int load_vocab(tok_tokenizer_t *tok, const cJSON *vocab, int32_t *max_id,
@@ -187,10 +83,10 @@ static int load_vocab(tok_tokenizer_t *tok, const cJSON *vocab, int32_t *max_id,
     *max_id = -1;
     for (const cJSON *c = vocab->child; c; c = c->next) {
         double d = c->valuedouble;
-        if (!cJSON_IsNumber(c) || d < 0 || d >= MAX_ID || d != (double)(int32_t)d)
+        if (!cJSON_IsNumber(c) || d < 0 || d >= TOK_MAX_ID || d != (double)(int32_t)d)
             return llm_err_set(err, LLM_EFORMAT,
                                "%s: field \"model.vocab\": id of \"%s\" is not an integer in "
-                               "[0, %d)", path, c->string, MAX_ID);
+                               "[0, %d)", path, c->string, TOK_MAX_ID);
         if ((int32_t)d > *max_id) *max_id = (int32_t)d;
         bytes += strlen(c->string) + 1;
         n++;
@@ -282,38 +178,38 @@ static int load_model(tok_tokenizer_t *tok, const cJSON *model, int32_t *max_id,
     if (!cJSON_IsObject(model))
         return llm_err_set(err, LLM_EFORMAT, "%s: field \"model\" is missing or not an object",
                            path);
-    int rc = get_str(path, model, "type", "model", &type, err);
+    int rc = tok__json_str(path, model, "type", "model", &type, err);
     if (rc) return rc;
     /* HF guesses the model from its fields when "type" is absent; vocab + merges means BPE. */
     if (type ? strcmp(type, "BPE") != 0 : !cJSON_GetObjectItemCaseSensitive(model, "merges"))
         return llm_err_set(err, LLM_EUNSUPPORTED,
                            "%s: field \"model.type\": \"%s\" is not supported (only \"BPE\")",
                            path, type ? type : "(absent)");
-    if ((rc = check_keys(path, model, "model", keys, err))) return rc;
+    if ((rc = tok__json_keys(path, model, "model", keys, err))) return rc;
     const cJSON *dr = cJSON_GetObjectItemCaseSensitive(model, "dropout");
     if (dr && !cJSON_IsNull(dr) && !(cJSON_IsNumber(dr) && dr->valuedouble == 0.0))
         return llm_err_set(err, LLM_EUNSUPPORTED,
                            "%s: field \"model.dropout\": BPE dropout is not supported", path);
-    if ((rc = get_str(path, model, "continuing_subword_prefix", "model", &s, err))) return rc;
+    if ((rc = tok__json_str(path, model, "continuing_subword_prefix", "model", &s, err))) return rc;
     if (s && *s)
         return llm_err_set(err, LLM_EUNSUPPORTED,
                            "%s: field \"model.continuing_subword_prefix\" \"%s\" is not supported",
                            path, s);
-    if ((rc = get_str(path, model, "end_of_word_suffix", "model", &s, err))) return rc;
+    if ((rc = tok__json_str(path, model, "end_of_word_suffix", "model", &s, err))) return rc;
     if (s && *s)
         return llm_err_set(err, LLM_EUNSUPPORTED,
                            "%s: field \"model.end_of_word_suffix\" \"%s\" is not supported", path,
                            s);
-    if ((rc = get_bool(path, model, "fuse_unk", "model", 0, &tok->fuse_unk, err)) ||
-        (rc = get_bool(path, model, "byte_fallback", "model", 0, &tok->byte_fallback, err)) ||
-        (rc = get_bool(path, model, "ignore_merges", "model", 0, &tok->ignore_merges, err)))
+    if ((rc = tok__json_bool(path, model, "fuse_unk", "model", 0, &tok->fuse_unk, err)) ||
+        (rc = tok__json_bool(path, model, "byte_fallback", "model", 0, &tok->byte_fallback, err)) ||
+        (rc = tok__json_bool(path, model, "ignore_merges", "model", 0, &tok->ignore_merges, err)))
         return rc;
     if ((rc = load_vocab(tok, cJSON_GetObjectItemCaseSensitive(model, "vocab"), max_id, err)))
         return rc;
     if ((rc = load_merges(tok, cJSON_GetObjectItemCaseSensitive(model, "merges"), err)))
         return rc;
     tok->unk_id = -1;
-    if ((rc = get_str(path, model, "unk_token", "model", &s, err))) return rc;
+    if ((rc = tok__json_str(path, model, "unk_token", "model", &s, err))) return rc;
     if (s && (tok->unk_id = vocab_id(tok, s, strlen(s))) < 0)
         return llm_err_set(err, LLM_EFORMAT,
                            "%s: field \"model.unk_token\": \"%s\" is not in model.vocab", path, s);
@@ -346,24 +242,24 @@ static int load_added(tok_tokenizer_t *tok, const cJSON *arr, int32_t *max_id,
         if (!cJSON_IsObject(t))
             return llm_err_set(err, LLM_EFORMAT, "%s: field \"%s\" must be an object", path,
                                where);
-        if ((rc = check_keys(path, t, where, keys, err))) return rc;
+        if ((rc = tok__json_keys(path, t, where, keys, err))) return rc;
         tok__added_t *a = &tok->added[i];
         const char *content;
         int id = -1, sw = 0, ls = 0, rs = 0, nz = 1, sp = 0;
-        if ((rc = get_str(path, t, "content", where, &content, err)) ||
-            (rc = get_int(path, t, "id", where, -1, &id, err)) ||
-            (rc = get_bool(path, t, "single_word", where, 0, &sw, err)) ||
-            (rc = get_bool(path, t, "lstrip", where, 0, &ls, err)) ||
-            (rc = get_bool(path, t, "rstrip", where, 0, &rs, err)) ||
-            (rc = get_bool(path, t, "normalized", where, 1, &nz, err)) ||
-            (rc = get_bool(path, t, "special", where, 0, &sp, err)))
+        if ((rc = tok__json_str(path, t, "content", where, &content, err)) ||
+            (rc = tok__json_int(path, t, "id", where, -1, &id, err)) ||
+            (rc = tok__json_bool(path, t, "single_word", where, 0, &sw, err)) ||
+            (rc = tok__json_bool(path, t, "lstrip", where, 0, &ls, err)) ||
+            (rc = tok__json_bool(path, t, "rstrip", where, 0, &rs, err)) ||
+            (rc = tok__json_bool(path, t, "normalized", where, 1, &nz, err)) ||
+            (rc = tok__json_bool(path, t, "special", where, 0, &sp, err)))
             return rc;
-        if (!content || !*content || id < 0 || id >= MAX_ID)
+        if (!content || !*content || id < 0 || id >= TOK_MAX_ID)
             return llm_err_set(err, LLM_EFORMAT,
                                "%s: field \"%s\" needs a non-empty \"content\" and an \"id\"",
                                path, where);
         a->len = strlen(content);
-        if (!(a->content = dup_n(content, a->len)))
+        if (!(a->content = tok__strndup(content, a->len)))
             return llm_err_set(err, LLM_ENOMEM, "%s: out of memory for added_tokens", path);
         tok->n_added = i + 1;
         a->id = id;
@@ -396,7 +292,7 @@ static int build_added_sets(tok_tokenizer_t *tok, llm_error_t *err) {
         tok__added_t *a = &tok->added[i];
         if (a->normalized && tok->n_norm) {
             if (tok__normalize(tok, a->content, a->len, &nb) != 0 ||
-                !(a->pattern = dup_n(nb.p ? nb.p : "", nb.len))) {
+                !(a->pattern = tok__strndup(nb.p ? nb.p : "", nb.len))) {
                 tok__buf_free(&nb);
                 return llm_err_set(err, LLM_ENOMEM, "%s: out of memory", tok->path);
             }
@@ -425,315 +321,6 @@ static int build_added_sets(tok_tokenizer_t *tok, llm_error_t *err) {
     return 0;
 }
 
-/* ---- normalizer and pre-tokenizer ---- */
-
-static int add_norm(tok_tokenizer_t *tok, const cJSON *o, const char *where, llm_error_t *err) {
-    const char *path = tok->path, *type;
-    int rc = type_of(path, o, where, &type, err);
-    if (rc) return rc;
-    if (strcmp(type, "Sequence") == 0) {
-        static const char *const keys[] = {"type", "normalizers", NULL};
-        if ((rc = check_keys(path, o, where, keys, err))) return rc;
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(o, "normalizers");
-        if (!cJSON_IsArray(list))
-            return llm_err_set(err, LLM_EFORMAT, "%s: field \"%s.normalizers\" must be an array",
-                               path, where);
-        int i = 0;
-        for (const cJSON *c = list->child; c; c = c->next, i++) {
-            char sub[96];
-            snprintf(sub, sizeof sub, "%s.normalizers[%d]", where, i);
-            if ((rc = add_norm(tok, c, sub, err))) return rc;
-        }
-        return 0;
-    }
-    tok__norm_t *nn = realloc(tok->norm, ((size_t)tok->n_norm + 1) * sizeof *nn);
-    if (!nn) return llm_err_set(err, LLM_ENOMEM, "%s: out of memory", path);
-    tok->norm = nn;
-    tok__norm_t *n = memset(&nn[tok->n_norm], 0, sizeof *nn);
-    if (strcmp(type, "Prepend") == 0) {
-        static const char *const keys[] = {"type", "prepend", NULL};
-        const char *s;
-        if ((rc = check_keys(path, o, where, keys, err)) ||
-            (rc = get_str(path, o, "prepend", where, &s, err)))
-            return rc;
-        if (!s) return llm_err_set(err, LLM_EFORMAT, "%s: field \"%s.prepend\" is missing", path,
-                                   where);
-        n->type = TOK_NORM_PREPEND;
-        n->a_len = strlen(s);
-        if (!(n->a = dup_n(s, n->a_len))) return llm_err_set(err, LLM_ENOMEM, "out of memory");
-    } else if (strcmp(type, "Replace") == 0) {
-        static const char *const keys[] = {"type", "pattern", "content", NULL};
-        static const char *const pkeys[] = {"String", "Regex", NULL};
-        const char *content, *lit, *re;
-        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(o, "pattern");
-        char pw[112];
-        snprintf(pw, sizeof pw, "%s.pattern", where);
-        if ((rc = check_keys(path, o, where, keys, err)) ||
-            (rc = get_str(path, o, "content", where, &content, err)))
-            return rc;
-        if (!cJSON_IsObject(pat) || !content)
-            return llm_err_set(err, LLM_EFORMAT, "%s: field \"%s\" needs pattern and content",
-                               path, where);
-        if ((rc = check_keys(path, pat, pw, pkeys, err)) ||
-            (rc = get_str(path, pat, "String", pw, &lit, err)) ||
-            (rc = get_str(path, pat, "Regex", pw, &re, err)))
-            return rc;
-        n->type = TOK_NORM_REPLACE;
-        n->b_len = strlen(content);
-        if (!(n->b = dup_n(content, n->b_len)))
-            return llm_err_set(err, LLM_ENOMEM, "out of memory");
-        if (lit && *lit) {
-            n->a_len = strlen(lit);
-            if (!(n->a = dup_n(lit, n->a_len)))
-                return llm_err_set(err, LLM_ENOMEM, "out of memory");
-        } else if (re && *re) {
-            if ((rc = compile_re(path, pw, re, strlen(re), &n->re, err))) return rc;
-        } else {
-            return llm_err_set(err, LLM_EFORMAT, "%s: field \"%s\" is empty", path, pw);
-        }
-    } else if (strcmp(type, "Strip") == 0) {
-        static const char *const keys[] = {"type", "strip_left", "strip_right", NULL};
-        if ((rc = check_keys(path, o, where, keys, err)) ||
-            (rc = get_bool(path, o, "strip_left", where, 1, &n->left, err)) ||
-            (rc = get_bool(path, o, "strip_right", where, 1, &n->right, err)))
-            return rc;
-        n->type = TOK_NORM_STRIP;
-    } else {
-        return llm_err_set(err, LLM_EUNSUPPORTED,
-                           "%s: field \"%s.type\": normalizer \"%s\" is not supported (only "
-                           "Sequence, Prepend, Replace, Strip)", path, where, type);
-    }
-    tok->n_norm++;
-    return 0;
-}
-
-static int parse_behavior(const char *path, const cJSON *o, const char *where, int *out,
-                          llm_error_t *err) {
-    static const char *const names[] = {"Removed", "Isolated", "MergedWithPrevious",
-                                        "MergedWithNext", "Contiguous"};
-    const char *s;
-    int rc = get_str(path, o, "behavior", where, &s, err);
-    if (rc) return rc;
-    for (int i = 0; s && i < 5; i++)
-        if (strcmp(s, names[i]) == 0) {
-            *out = i;
-            return 0;
-        }
-    return llm_err_set(err, LLM_EUNSUPPORTED, "%s: field \"%s.behavior\": \"%s\" is not supported",
-                       path, where, s ? s : "(absent)");
-}
-
-static int add_pre(tok_tokenizer_t *tok, const cJSON *o, const char *where, llm_error_t *err) {
-    const char *path = tok->path, *type;
-    int rc = type_of(path, o, where, &type, err);
-    if (rc) return rc;
-    if (strcmp(type, "Sequence") == 0) {
-        static const char *const keys[] = {"type", "pretokenizers", NULL};
-        if ((rc = check_keys(path, o, where, keys, err))) return rc;
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(o, "pretokenizers");
-        if (!cJSON_IsArray(list))
-            return llm_err_set(err, LLM_EFORMAT,
-                               "%s: field \"%s.pretokenizers\" must be an array", path, where);
-        int i = 0;
-        for (const cJSON *c = list->child; c; c = c->next, i++) {
-            char sub[96];
-            snprintf(sub, sizeof sub, "%s.pretokenizers[%d]", where, i);
-            if ((rc = add_pre(tok, c, sub, err))) return rc;
-        }
-        return 0;
-    }
-    tok__pre_t *pp = realloc(tok->pre, ((size_t)tok->n_pre + 1) * sizeof *pp);
-    if (!pp) return llm_err_set(err, LLM_ENOMEM, "%s: out of memory", path);
-    tok->pre = pp;
-    tok__pre_t *p = memset(&pp[tok->n_pre], 0, sizeof *pp);
-    if (strcmp(type, "ByteLevel") == 0) {
-        static const char *const keys[] = {"type", "add_prefix_space", "trim_offsets",
-                                           "use_regex", NULL};
-        int use_regex, trim;
-        if ((rc = check_keys(path, o, where, keys, err)) ||
-            (rc = get_bool(path, o, "add_prefix_space", where, 1, &p->add_prefix_space, err)) ||
-            (rc = get_bool(path, o, "trim_offsets", where, 1, &trim, err)) ||
-            (rc = get_bool(path, o, "use_regex", where, 1, &use_regex, err)))
-            return rc;
-        p->type = TOK_PRE_BYTELEVEL;
-        if (use_regex) {
-            if (!tok->re_bytelevel &&
-                (rc = compile_re(path, where, RE_GPT2, sizeof RE_GPT2 - 1, &tok->re_bytelevel,
-                                 err)))
-                return rc;
-            p->re = tok->re_bytelevel;
-        }
-    } else if (strcmp(type, "Split") == 0) {
-        static const char *const keys[] = {"type", "pattern", "behavior", "invert", NULL};
-        static const char *const pkeys[] = {"String", "Regex", NULL};
-        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(o, "pattern");
-        const char *lit, *re;
-        char pw[112];
-        snprintf(pw, sizeof pw, "%s.pattern", where);
-        if ((rc = check_keys(path, o, where, keys, err)) ||
-            (rc = parse_behavior(path, o, where, &p->behavior, err)) ||
-            (rc = get_bool(path, o, "invert", where, 0, &p->invert, err)))
-            return rc;
-        if (!cJSON_IsObject(pat))
-            return llm_err_set(err, LLM_EFORMAT, "%s: field \"%s\" must be an object", path, pw);
-        if ((rc = check_keys(path, pat, pw, pkeys, err)) ||
-            (rc = get_str(path, pat, "String", pw, &lit, err)) ||
-            (rc = get_str(path, pat, "Regex", pw, &re, err)))
-            return rc;
-        p->type = TOK_PRE_SPLIT;
-        if (lit && *lit) {
-            p->lit_len = strlen(lit);
-            if (!(p->lit = dup_n(lit, p->lit_len)))
-                return llm_err_set(err, LLM_ENOMEM, "out of memory");
-        } else if (re && *re) {
-            if ((rc = compile_re(path, pw, re, strlen(re), &p->re, err))) return rc;
-            p->owns_re = 1;
-        } else {
-            return llm_err_set(err, LLM_EFORMAT, "%s: field \"%s\" is empty", path, pw);
-        }
-    } else if (strcmp(type, "Digits") == 0) {
-        static const char *const keys[] = {"type", "individual_digits", NULL};
-        int ind;
-        if ((rc = check_keys(path, o, where, keys, err)) ||
-            (rc = get_bool(path, o, "individual_digits", where, 0, &ind, err)))
-            return rc;
-        if (!tok->re_digit &&
-            (rc = compile_re(path, where, RE_DIGIT, sizeof RE_DIGIT - 1, &tok->re_digit, err)))
-            return rc;
-        p->type = TOK_PRE_DIGITS;
-        p->re = tok->re_digit;
-        p->behavior = ind ? TOK_SPLIT_ISOLATED : TOK_SPLIT_CONTIGUOUS;
-    } else if (strcmp(type, "Metaspace") == 0) {
-        static const char *const keys[] = {"type", "replacement", "str_rep", "add_prefix_space",
-                                           "prepend_scheme", "split", NULL};
-        const char *repl, *scheme;
-        int aps;
-        if ((rc = check_keys(path, o, where, keys, err)) ||
-            (rc = get_str(path, o, "replacement", where, &repl, err)) ||
-            (rc = get_str(path, o, "prepend_scheme", where, &scheme, err)) ||
-            (rc = get_bool(path, o, "add_prefix_space", where, 1, &aps, err)) ||
-            (rc = get_bool(path, o, "split", where, 1, &p->split, err)))
-            return rc;
-        if (!repl) repl = "\xe2\x96\x81";
-        p->type = TOK_PRE_METASPACE;
-        p->lit_len = strlen(repl);
-        if (!(p->lit = dup_n(repl, p->lit_len))) return llm_err_set(err, LLM_ENOMEM, "no memory");
-        if (!scheme) p->prepend = aps ? TOK_PREPEND_ALWAYS : TOK_PREPEND_NEVER;
-        else if (strcmp(scheme, "always") == 0) p->prepend = TOK_PREPEND_ALWAYS;
-        else if (strcmp(scheme, "first") == 0) p->prepend = TOK_PREPEND_FIRST;
-        else if (strcmp(scheme, "never") == 0) p->prepend = TOK_PREPEND_NEVER;
-        else
-            return llm_err_set(err, LLM_EUNSUPPORTED,
-                               "%s: field \"%s.prepend_scheme\": \"%s\" is not supported", path,
-                               where, scheme);
-    } else {
-        return llm_err_set(err, LLM_EUNSUPPORTED,
-                           "%s: field \"%s.type\": pre-tokenizer \"%s\" is not supported (only "
-                           "Sequence, ByteLevel, Split, Digits, Metaspace)", path, where, type);
-    }
-    tok->n_pre++;
-    return 0;
-}
-
-/* ---- post-processor ---- */
-
-static int push_ids(int32_t **arr, int *n, const int32_t *ids, int k) {
-    int32_t *a = realloc(*arr, ((size_t)*n + (size_t)k + 1) * sizeof *a);
-    if (!a) return LLM_ENOMEM;
-    memcpy(a + *n, ids, (size_t)k * sizeof *a);
-    *arr = a;
-    *n += k;
-    return 0;
-}
-
-static int load_template(tok_tokenizer_t *tok, const cJSON *o, const char *where,
-                         llm_error_t *err) {
-    static const char *const keys[] = {"type", "single", "pair", "special_tokens", NULL};
-    const char *path = tok->path;
-    int rc = check_keys(path, o, where, keys, err);
-    if (rc) return rc;
-    const cJSON *single = cJSON_GetObjectItemCaseSensitive(o, "single");
-    const cJSON *st = cJSON_GetObjectItemCaseSensitive(o, "special_tokens");
-    if (!cJSON_IsArray(single) || (st && !cJSON_IsObject(st) && !cJSON_IsNull(st)))
-        return llm_err_set(err, LLM_EFORMAT,
-                           "%s: field \"%s\" needs a \"single\" array and \"special_tokens\"",
-                           path, where);
-    int seen_a = 0, i = 0;
-    for (const cJSON *it = single->child; it; it = it->next, i++) {
-        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(it, "SpecialToken");
-        const cJSON *sq = cJSON_GetObjectItemCaseSensitive(it, "Sequence");
-        const cJSON *idj = cJSON_GetObjectItemCaseSensitive(sp ? sp : sq, "id");
-        if (!cJSON_IsString(idj) || (sp && sq))
-            return llm_err_set(err, LLM_EFORMAT, "%s: field \"%s.single[%d]\" is malformed",
-                               path, where, i);
-        if (sq) {
-            if (strcmp(idj->valuestring, "A") != 0 || seen_a)
-                return llm_err_set(err, LLM_EUNSUPPORTED,
-                                   "%s: field \"%s.single[%d]\": sequence \"%s\" is not "
-                                   "supported (only one $A)", path, where, i, idj->valuestring);
-            seen_a = 1;
-            continue;
-        }
-        const cJSON *def = st ? cJSON_GetObjectItemCaseSensitive(st, idj->valuestring) : NULL;
-        const cJSON *ids = cJSON_GetObjectItemCaseSensitive(def, "ids");
-        if (!cJSON_IsArray(ids))
-            return llm_err_set(err, LLM_EFORMAT,
-                               "%s: field \"%s.special_tokens\" has no ids for \"%s\"", path,
-                               where, idj->valuestring);
-        for (const cJSON *x = ids->child; x; x = x->next) {
-            if (!cJSON_IsNumber(x) || x->valuedouble < 0 || x->valuedouble >= tok->n_vocab)
-                return llm_err_set(err, LLM_EFORMAT,
-                                   "%s: field \"%s.special_tokens.%s.ids\": id out of range",
-                                   path, where, idj->valuestring);
-            int32_t id = (int32_t)x->valuedouble;
-            if (push_ids(seen_a ? &tok->suffix : &tok->prefix,
-                         seen_a ? &tok->n_suffix : &tok->n_prefix, &id, 1) != 0)
-                return llm_err_set(err, LLM_ENOMEM, "%s: out of memory", path);
-        }
-    }
-    if (!seen_a)
-        return llm_err_set(err, LLM_EFORMAT, "%s: field \"%s.single\" has no $A sequence", path,
-                           where);
-    return 0;
-}
-
-static int load_post(tok_tokenizer_t *tok, const cJSON *o, const char *where, int *has_template,
-                     llm_error_t *err) {
-    const char *path = tok->path, *type;
-    int rc = type_of(path, o, where, &type, err);
-    if (rc) return rc;
-    if (strcmp(type, "Sequence") == 0) {
-        static const char *const keys[] = {"type", "processors", NULL};
-        if ((rc = check_keys(path, o, where, keys, err))) return rc;
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(o, "processors");
-        if (!cJSON_IsArray(list))
-            return llm_err_set(err, LLM_EFORMAT, "%s: field \"%s.processors\" must be an array",
-                               path, where);
-        int i = 0;
-        for (const cJSON *c = list->child; c; c = c->next, i++) {
-            char sub[96];
-            snprintf(sub, sizeof sub, "%s.processors[%d]", where, i);
-            if ((rc = load_post(tok, c, sub, has_template, err))) return rc;
-        }
-        return 0;
-    }
-    if (strcmp(type, "ByteLevel") == 0) { /* only adjusts offsets; ids are unchanged */
-        static const char *const keys[] = {"type", "add_prefix_space", "trim_offsets",
-                                           "use_regex", NULL};
-        return check_keys(path, o, where, keys, err);
-    }
-    if (strcmp(type, "TemplateProcessing") == 0) {
-        if (*has_template)
-            return llm_err_set(err, LLM_EUNSUPPORTED,
-                               "%s: field \"%s\": more than one TemplateProcessing", path, where);
-        *has_template = 1;
-        return load_template(tok, o, where, err);
-    }
-    return llm_err_set(err, LLM_EUNSUPPORTED,
-                       "%s: field \"%s.type\": post-processor \"%s\" is not supported (only "
-                       "Sequence, ByteLevel, TemplateProcessing)", path, where, type);
-}
-
 /* ---- tokenizer_config.json / special_tokens_map.json ---- */
 
 typedef struct cfg_s {
@@ -759,7 +346,7 @@ static int cfg_token(const char *path, const cJSON *root, const char *key, char 
                            "%s: field \"%s\" must be a string, an object or null", path, key);
     }
     free(*out);
-    if (!(*out = dup_n(s, strlen(s)))) return llm_err_set(err, LLM_ENOMEM, "out of memory");
+    if (!(*out = tok__strndup(s, strlen(s)))) return llm_err_set(err, LLM_ENOMEM, "out of memory");
     return 0;
 }
 
@@ -772,8 +359,8 @@ static int load_cfg(const char *path, cfg_t *cfg, int with_flags, llm_error_t *e
     } else if (!(rc = cfg_token(path, root, "bos_token", &cfg->bos, err)) &&
                !(rc = cfg_token(path, root, "eos_token", &cfg->eos, err)) && with_flags) {
         int b, e;
-        if (!(rc = get_bool(path, root, "add_bos_token", "(top)", -1, &b, err)) &&
-            !(rc = get_bool(path, root, "add_eos_token", "(top)", -1, &e, err))) {
+        if (!(rc = tok__json_bool(path, root, "add_bos_token", "(top)", -1, &b, err)) &&
+            !(rc = tok__json_bool(path, root, "add_eos_token", "(top)", -1, &e, err))) {
             cfg->add_bos = b;
             cfg->add_eos = e;
         }
@@ -828,10 +415,10 @@ static int finish_special(tok_tokenizer_t *tok, const cfg_t *cfg, int has_templa
     if (!cfg->eos && tok->n_suffix) tok->eos_id = tok->suffix[tok->n_suffix - 1];
     if (has_template) return 0; /* the template decides what add_special adds */
     if (cfg->add_bos == 1 && tok->bos_id >= 0 &&
-        push_ids(&tok->prefix, &tok->n_prefix, &tok->bos_id, 1) != 0)
+        tok__push_ids(&tok->prefix, &tok->n_prefix, &tok->bos_id, 1) != 0)
         return llm_err_set(err, LLM_ENOMEM, "out of memory");
     if (cfg->add_eos == 1 && tok->eos_id >= 0 &&
-        push_ids(&tok->suffix, &tok->n_suffix, &tok->eos_id, 1) != 0)
+        tok__push_ids(&tok->suffix, &tok->n_suffix, &tok->eos_id, 1) != 0)
         return llm_err_set(err, LLM_ENOMEM, "out of memory");
     return 0;
 }
@@ -849,7 +436,7 @@ int tok_load_files(const char *tokenizer_json_path, const char *config_path,
     cfg_t cfg = {-1, -1, NULL, NULL};
     cJSON *root = NULL;
     tok_tokenizer_t *tok = calloc(1, sizeof *tok);
-    if (!tok || !(tok->path = dup_n(tokenizer_json_path, strlen(tokenizer_json_path)))) {
+    if (!tok || !(tok->path = tok__strndup(tokenizer_json_path, strlen(tokenizer_json_path)))) {
         rc = llm_err_set(err, LLM_ENOMEM, "%s: out of memory", tokenizer_json_path);
         goto fail;
     }
@@ -864,7 +451,7 @@ int tok_load_files(const char *tokenizer_json_path, const char *config_path,
         rc = llm_err_set(err, LLM_EFORMAT, "%s: top level must be an object", tok->path);
         goto fail;
     }
-    if ((rc = check_keys(tok->path, root, "(top)", keys, err))) goto fail;
+    if ((rc = tok__json_keys(tok->path, root, "(top)", keys, err))) goto fail;
     int32_t max_model = -1, max_added = -1;
     if ((rc = load_model(tok, cJSON_GetObjectItemCaseSensitive(root, "model"), &max_model, err)))
         goto fail;
@@ -875,17 +462,18 @@ int tok_load_files(const char *tokenizer_json_path, const char *config_path,
     if ((rc = build_pieces(tok, err))) goto fail;
 
     const cJSON *x = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
-    if (x && !cJSON_IsNull(x) && (rc = add_norm(tok, x, "normalizer", err))) goto fail;
+    if (x && !cJSON_IsNull(x) && (rc = tok__norm_load(tok, x, "normalizer", err))) goto fail;
     x = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
-    if (x && !cJSON_IsNull(x) && (rc = add_pre(tok, x, "pre_tokenizer", err))) goto fail;
+    if (x && !cJSON_IsNull(x) && (rc = tok__pre_load(tok, x, "pre_tokenizer", err))) goto fail;
     if ((rc = build_added_sets(tok, err))) goto fail;
     for (int i = 0; i < tok->n_added && !tok->re_word; i++)
         if (tok->added[i].single_word &&
-            (rc = compile_re(tok->path, "added_tokens", RE_WORD, sizeof RE_WORD - 1,
-                             &tok->re_word, err)))
+            (rc = tok__compile_re(tok->path, "added_tokens", RE_WORD, sizeof RE_WORD - 1,
+                                  &tok->re_word, err)))
             goto fail;
     x = cJSON_GetObjectItemCaseSensitive(root, "post_processor");
-    if (x && !cJSON_IsNull(x) && (rc = load_post(tok, x, "post_processor", &has_template, err)))
+    if (x && !cJSON_IsNull(x) &&
+        (rc = tok__post_load(tok, x, "post_processor", &has_template, err)))
         goto fail;
     if ((rc = tok__decoder_load(tok, cJSON_GetObjectItemCaseSensitive(root, "decoder"), err)))
         goto fail;

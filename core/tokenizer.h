@@ -73,6 +73,12 @@ typedef struct tok_stream_s {
 } tok_stream_t;
 
 void tok_stream_init(tok_stream_t *st, int skip_special);
+/* Marks the stream as continuing text that has already started (a completion after its
+ * prompt): a decoder's leading-space strip then no longer applies to the first token, so
+ * "Lily" + "▁and" reads "Lily and", as incremental detokenization in vLLM/llama.cpp does. */
+void tok_stream_continue(tok_stream_t *st);
+/* Whether ids hold any token that is not special (i.e. text a completion continues). */
+int tok_has_text(const tok_tokenizer_t *tok, const int32_t *ids, size_t n);
 /* Appends the text of id to out (capacity cap, always NUL-terminated when cap > 0).
  * Returns the number of bytes written (>= 0), or LLM_ERANGE when cap is too small (nothing is
  * consumed then). 64 bytes of room always suffice for one token of a supported vocabulary plus

@@ -469,3 +469,11 @@ int tok_stream_push(const tok_tokenizer_t *tok, tok_stream_t *st, int32_t id, ch
 int tok_stream_flush(const tok_tokenizer_t *tok, tok_stream_t *st, char *out, size_t cap) {
     return stream_run(tok, st, 0, 1, out, cap);
 }
+
+void tok_stream_continue(tok_stream_t *st) { st->n_fed = INT_MAX; }
+
+int tok_has_text(const tok_tokenizer_t *tok, const int32_t *ids, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!tok_is_special(tok, ids[i])) return 1;
+    return 0;
+}

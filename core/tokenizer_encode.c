@@ -1,6 +1,7 @@
 /* tokenizer_encode.c: text -> ids, following HF tokenizers' pipeline:
  *   1. split out added tokens whose "normalized" is false, on the raw text;
- *   2. normalize each remaining segment, then split out normalized added tokens;
+ *   2. normalize each remaining segment (Prepend, Replace, Strip, NFC, NFD), then split out
+ *      normalized added tokens;
  *   3. pre-tokenize each remaining segment into words (Metaspace, ByteLevel, Split, Digits);
  *   4. BPE each word on its own (merges by rank, byte_fallback, unk, ignore_merges);
  *   5. add what the post-processor / tokenizer_config adds (add_special).
@@ -179,6 +180,10 @@ static int normalize_md(const tok_tokenizer_t *tok, pcre2_match_data *md, const 
             rc = tok__buf_put(&b, a.p + st, en - st);
             break;
         }
+        case TOK_NORM_NFC:
+        case TOK_NORM_NFD:
+            rc = tok__unorm(a.p, a.len, nm->type == TOK_NORM_NFC, &b);
+            break;
         }
         tok__buf_t t = a;
         a = b;
@@ -389,7 +394,8 @@ static int pre_step(ctx_t *c, const tok__pre_t *p, const plist_t *in, plist_t *o
         }
         if (p->type == TOK_PRE_METASPACE) {
             for (size_t k = 0; k < n && rc == 0; k++)
-                rc = s[k] == ' ' ? tok__buf_put(&t, p->lit, p->lit_len) : tok__buf_put(&t, s + k, 1);
+                rc = s[k] == ' ' ? tok__buf_put(&t, p->lit, p->lit_len)
+                                 : tok__buf_put(&t, s + k, 1);
             if (rc) break;
             int starts = t.len >= p->lit_len && memcmp(t.p, p->lit, p->lit_len) == 0;
             int prepend = !starts && (p->prepend == TOK_PREPEND_ALWAYS ||

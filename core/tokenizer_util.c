@@ -2,6 +2,7 @@
  * byte<->unicode table. */
 #include "tokenizer_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -279,4 +280,103 @@ void tok__bytelevel_tables(uint32_t fwd[256], int16_t rev[TOK_BL_NCP]) {
         fwd[b] = byte_is_printable(b) ? b : next++;
         rev[fwd[b]] = (int16_t)b;
     }
+}
+
+/* ---- JSON and regex helpers for the loaders ---- */
+
+int tok__json_keys(const char *path, const cJSON *o, const char *where,
+                   const char *const *allowed, llm_error_t *err) {
+    for (const cJSON *c = o->child; c; c = c->next) {
+        int ok = 0;
+        for (const char *const *a = allowed; *a && !ok; a++) ok = strcmp(c->string, *a) == 0;
+        if (!ok)
+            return llm_err_set(err, LLM_EUNSUPPORTED,
+                               "%s: field \"%s.%s\" is not supported by this tokenizer", path,
+                               where, c->string);
+    }
+    return 0;
+}
+
+/* Optional bool: absent or null gives dflt. */
+int tok__json_bool(const char *path, const cJSON *o, const char *key, const char *where,
+                   int dflt, int *out, llm_error_t *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) {
+        *out = dflt;
+        return 0;
+    }
+    if (!cJSON_IsBool(v))
+        return llm_err_set(err, LLM_EFORMAT, "%s: field \"%s.%s\" must be a boolean", path,
+                           where, key);
+    *out = cJSON_IsTrue(v);
+    return 0;
+}
+
+/* Optional string: absent or null gives NULL (borrowed from the cJSON tree). */
+int tok__json_str(const char *path, const cJSON *o, const char *key, const char *where,
+                  const char **out, llm_error_t *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    *out = NULL;
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsString(v))
+        return llm_err_set(err, LLM_EFORMAT, "%s: field \"%s.%s\" must be a string", path, where,
+                           key);
+    *out = v->valuestring;
+    return 0;
+}
+
+/* Optional non-negative integer; absent or null gives dflt. */
+int tok__json_int(const char *path, const cJSON *o, const char *key, const char *where,
+                  int dflt, int *out, llm_error_t *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) {
+        *out = dflt;
+        return 0;
+    }
+    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > TOK_MAX_ID ||
+        v->valuedouble != (double)(int)v->valuedouble)
+        return llm_err_set(err, LLM_EFORMAT,
+                           "%s: field \"%s.%s\" must be a non-negative integer", path, where, key);
+    *out = (int)v->valuedouble;
+    return 0;
+}
+
+int tok__json_type(const char *path, const cJSON *o, const char *where, const char **type,
+                   llm_error_t *err) {
+    if (!cJSON_IsObject(o))
+        return llm_err_set(err, LLM_EFORMAT, "%s: field \"%s\" must be an object or null", path,
+                           where);
+    int rc = tok__json_str(path, o, "type", where, type, err);
+    if (rc) return rc;
+    if (!*type)
+        return llm_err_set(err, LLM_EFORMAT, "%s: field \"%s.type\" is missing", path, where);
+    return 0;
+}
+
+char *tok__strndup(const char *s, size_t n) {
+    char *d = malloc(n + 1);
+    if (d) {
+        memcpy(d, s, n);
+        d[n] = '\0';
+    }
+    return d;
+}
+
+int tok__compile_re(const char *path, const char *where, const char *pat, size_t len,
+                    pcre2_code **out, llm_error_t *err) {
+    int ecode = 0;
+    PCRE2_SIZE eoff = 0;
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, len, PCRE2_UTF | PCRE2_UCP, &ecode, &eoff,
+                                   NULL);
+    if (!re) {
+        PCRE2_UCHAR msg[160];
+        pcre2_get_error_message(ecode, msg, sizeof msg);
+        return llm_err_set(err, LLM_EUNSUPPORTED,
+                           "%s: field \"%s\": regex not supported by PCRE2 (%s at offset %zu)",
+                           path, where, (const char *)msg, (size_t)eoff);
+    }
+    (void)pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* optional speed-up; falls back to the
+                                                      * interpreter when JIT is unavailable */
+    *out = re;
+    return 0;
 }

@@ -156,15 +156,17 @@ char *sa_config_json(const sa_opts_t *o) {
     default:
         sb_printf(&b, "  \"peft_type\": \"LORA\",\n  \"task_type\": \"CAUSAL_LM\",\n"
                   "  \"bias\": \"none\",\n  \"lora_dropout\": 0.0,\n  \"fan_in_fan_out\": false,\n"
-                  "  \"use_rslora\": %s,\n  \"use_dora\": %s,\n",
+                  "  \"use_rslora\": %s,\n  \"use_dora\": %s,\n  \"lora_bias\": %s,\n",
                   o->method == SA_RSLORA ? "true" : "false",
-                  o->method == SA_DORA ? "true" : "false");
+                  o->method == SA_DORA ? "true" : "false", o->lora_bias ? "true" : "false");
         if (o->method == SA_MORA)
             sb_printf(&b, "  \"use_mora\": true,\n  \"mora_type\": %d,\n",
                       o->mora_type ? o->mora_type : 1);
         break;
     }
-    sb_printf(&b, "  \"r\": %d,\n  \"lora_alpha\": %.17g,\n", resolved_r(o), resolved_alpha(o));
+    const int syn = o->method == SA_LORMA && o->lorma_synonyms;
+    sb_printf(&b, "  \"%s\": %d,\n  \"%s\": %.17g,\n", syn ? "lorma_r" : "r", resolved_r(o),
+              syn ? "lorma_alpha" : "lora_alpha", resolved_alpha(o));
     if (o->base_name) sb_printf(&b, "  \"base_model_name_or_path\": \"%s\",\n", o->base_name);
     else sb_printf(&b, "  \"base_model_name_or_path\": null,\n");
     if (o->peft_version) sb_printf(&b, "  \"peft_version\": \"%s\",\n", o->peft_version);
@@ -215,7 +217,8 @@ static void rounded(gen_t *g, float *v, size_t n) {
     for (size_t i = 0; i < n; i++) v[i] = synth_round_to(g->o->dtype, v[i]);
 }
 
-/* Adds one tensor "<prefix>model.layers.L.<group>.<proj>.<name>[.<infix>][.weight]". */
+/* Adds one tensor "<prefix>model.layers.L.<group>.<proj>.<name>[.<infix>][.weight]"
+ * (".bias" instead of ".weight" when weight_suffix is 2). */
 static void put(gen_t *g, const char *name, int weight_suffix, int n_dims, int64_t d0,
                 int64_t d1, const float *data) {
     if (g->failed || !data) {
@@ -227,7 +230,7 @@ static void put(gen_t *g, const char *name, int weight_suffix, int n_dims, int64
     snprintf(key, sizeof key, "%smodel.layers.%d.%s.%s.%s%s%s%s",
              g->o->prefix ? "base_model.model." : "", g->layer, sa_proj_group(g->p),
              sa_proj_name(g->p), name, inf ? "." : "", inf ? inf : "",
-             weight_suffix || inf ? ".weight" : "");
+             weight_suffix == 2 ? ".bias" : weight_suffix || inf ? ".weight" : "");
     int64_t shape[2] = {d0, d1};
     if (stw_add_f32_as(g->w, key, g->o->dtype, n_dims, shape, data) != 0) g->failed = 1;
     g->n_tensors++;
@@ -254,6 +257,10 @@ static void gen_module(gen_t *g, const sa_shape_t *sh, int r, double alpha, sa_m
         m->b = draw(g, "B", out, r, sqrt(3.0 / out) * st * w0_gain / m->scale, o->zero_b);
         put(g, "lora_A", 1, 2, r, in, m->a);
         put(g, "lora_B", 1, 2, out, r, m->b);
+        if (o->lora_bias && o->method != SA_DORA) {
+            m->bias = draw(g, "bias", out, 1, st * w0_gain / m->scale, o->zero_b);
+            put(g, "lora_B", 2, 1, out, 0, m->bias);
+        }
         if (o->method == SA_DORA) {
             const double c = o->dora_mag > 0 ? o->dora_mag : 1.0;
             m->mag = draw(g, "m", out, 1, 0.5, 0);
@@ -331,6 +338,7 @@ static void free_module(sa_module_t *m) {
     free(m->e);
     free(m->aa);
     free(m->bb);
+    free(m->bias);
 }
 
 void sa_adapter_free(sa_adapter_t *a) {
@@ -458,7 +466,8 @@ static void mora_apply(const sa_module_t *m, int type, const double *x, double *
     for (int c = 0; c < rows; c++)
         for (int a = 0; a < rh; a++) {
             double s = 0;
-            for (int j = 0; j < rh; j++) s += (double)m->a[(size_t)a * rh + j] * z[(size_t)c * rh + j];
+            for (int j = 0; j < rh; j++)
+                s += (double)m->a[(size_t)a * rh + j] * z[(size_t)c * rh + j];
             u[(size_t)c * rh + a] = s;
         }
     for (int o = 0; o < out; o++) {
@@ -483,7 +492,8 @@ static double *lorma_f(const sa_module_t *m, sa_inflation_t infl) {
         for (int j = 0; j < n; j++) {
             const int col = infl == SA_SHIFT ? ((j - i) % n + n) % n : j;
             double s = 0;
-            for (int t = 0; t < r; t++) s += (double)m->b[(size_t)i * r + t] * m->a[(size_t)t * n + col];
+            for (int t = 0; t < r; t++)
+                s += (double)m->b[(size_t)i * r + t] * m->a[(size_t)t * n + col];
             F[(size_t)i * n + j] = m->scale * s + (infl == SA_RRI && i == j ? 1.0 : 0.0);
         }
     return F;
@@ -520,7 +530,8 @@ int sa_merge(const sa_adapter_t *a, int layer, int p, const float *W0, double *W
         const int type = a->o.mora_type ? a->o.mora_type : 1, rh = m->rh;
         double *x = calloc((size_t)in, sizeof(double)), *d = malloc((size_t)out * sizeof(double));
         double *work = malloc((size_t)(3 * (2 * in + 2 * rh) + 8) * sizeof(double));
-        int *gin = malloc((size_t)(rh + 1) * sizeof(int)), *gout = malloc((size_t)(rh + 1) * sizeof(int));
+        int *gin = malloc((size_t)(rh + 1) * sizeof(int));
+        int *gout = malloc((size_t)(rh + 1) * sizeof(int));
         if (x && d && work && gin && gout) {
             group_starts(in, rh, gin);
             group_starts(out, rh, gout);
@@ -561,7 +572,8 @@ int sa_merge(const sa_adapter_t *a, int layer, int p, const float *W0, double *W
         double *dW = malloc(n * sizeof(double));
         if (bb && aa && EB && A && t1 && t2 && dW) {
             for (int j = 0; j < r; j++)
-                for (int t = 0; t < k; t++) EB[(size_t)j * k + t] = (double)m->e[j] * m->b[(size_t)j * k + t];
+                for (int t = 0; t < k; t++)
+                    EB[(size_t)j * k + t] = (double)m->e[j] * m->b[(size_t)j * k + t];
             matmul(bb, aa, t1, out, k, r);
             matmul(t1, EB, t2, out, r, k);
             matmul(t2, A, dW, out, k, in);
@@ -578,5 +590,64 @@ int sa_merge(const sa_adapter_t *a, int layer, int p, const float *W0, double *W
         return rc;
     }
     }
+    return rc;
+}
+
+/* ---- merged model ---- */
+
+static float *proj_of(synth_layer_t *ly, int p) {
+    float *const a[SA_NPROJ] = {ly->wq, ly->wk, ly->wv, ly->wo, ly->w_gate, ly->w_up, ly->w_down};
+    return a[p];
+}
+
+int sa_write_merged_model(const synth_weights_t *base, const char *dir,
+                          const sa_adapter_t *const *ads, const double *w, int n) {
+    const sa_shape_t sh = sa_shape_from_synth(&base->o);
+    synth_weights_t *mw = synth_weights_create(&base->o); /* same opts: same non-linear tensors */
+    double *acc = NULL, *Wi = NULL;
+    synth_tensor_t *t = NULL;
+    int rc = -1;
+    if (!mw) goto done;
+    for (int k = 0; k < n; k++) {
+        if (ads[k]->shape.hidden != sh.hidden || ads[k]->shape.n_layers != sh.n_layers ||
+            ads[k]->shape.intermediate != sh.intermediate || ads[k]->shape.q_dim != sh.q_dim ||
+            ads[k]->shape.kv_dim != sh.kv_dim) {
+            fprintf(stderr, "sa_write_merged_model: adapter %d has another base shape\n", k);
+            goto done;
+        }
+    }
+    for (int l = 0; l < sh.n_layers; l++) {
+        for (int p = 0; p < SA_NPROJ; p++) {
+            int in, out;
+            sa_proj_dims(&sh, p, &in, &out);
+            const size_t sz = (size_t)in * out;
+            const float *W0 = proj_of(&base->layers[l], p);
+            free(acc);
+            free(Wi);
+            acc = malloc(sz * sizeof(double));
+            Wi = malloc(sz * sizeof(double));
+            if (!acc || !Wi) goto done;
+            for (size_t i = 0; i < sz; i++) acc[i] = W0[i];
+            for (int k = 0; k < n; k++) {
+                if (sa_merge(ads[k], l, p, W0, Wi) != 0) goto done;
+                for (size_t i = 0; i < sz; i++) acc[i] += w[k] * (Wi[i] - W0[i]);
+            }
+            float *dst = proj_of(&mw->layers[l], p);
+            for (size_t i = 0; i < sz; i++) dst[i] = (float)acc[i];
+        }
+    }
+    synth_model_opts_t o = base->o;
+    o.dtype = CORE_DT_F32;
+    o.n_shards = 0;
+    int nt = synth_weights_tensors(mw, NULL, 0);
+    if (!(t = malloc((size_t)nt * sizeof *t))) goto done;
+    synth_weights_tensors(mw, t, nt);
+    if (synth_write_config(&o, dir) != 0 || synth_write_tensors(&o, t, nt, dir) != 0) goto done;
+    rc = 0;
+done:
+    free(acc);
+    free(Wi);
+    free(t);
+    synth_weights_free(mw);
     return rc;
 }

@@ -78,6 +78,8 @@ typedef struct sa_opts_s {
     float dora_mag;           /* DoRA: m ~ dora_mag·U(0.5, 1.5); 0 = 1 (≈ the row norm of a
                                  synth_model base with w_scale 1) */
     int e_2d;                 /* LoRA²: lora2_E written as [r, 1] instead of [r] */
+    int lora_bias;            /* LoRA/rsLoRA: "lora_bias": true and a lora_B.bias per module */
+    int lorma_synonyms;       /* LoRMA: write "lorma_r" / "lorma_alpha" instead of r / alpha */
     const char *base_name;    /* base_model_name_or_path; NULL writes null */
     const char *peft_version; /* written when non-NULL */
     const char *targets_json; /* non-NULL: the target_modules value, verbatim (e.g. a regex
@@ -105,6 +107,7 @@ typedef struct sa_module_s {
     float *e;         /* LoRA² (r) */
     float *aa;        /* LoRA² (k, r) */
     float *bb;        /* LoRA² (out, k) */
+    float *bias;      /* lora_bias: lora_B.bias (out); the merged layer's bias gains scale·bias */
 } sa_module_t;
 
 typedef struct sa_adapter_s {
@@ -131,8 +134,16 @@ void sa_adapter_free(sa_adapter_t *a);
 
 /* W (d_out, d_in) = the weight of (layer, p) with this adapter merged into W0 (d_out, d_in),
  * in double. Where the adapter has no module, W = W0. Additive adapters combine as
- * W0 + Σ w_i·(W_i − W0). Returns 0, or -1 on out of memory. */
+ * W0 + Σ w_i·(W_i − W0). A lora_bias is not part of W (see sa_module_t.bias).
+ * Returns 0, or -1 on out of memory. */
 int sa_merge(const sa_adapter_t *a, int layer, int p, const float *W0, double *W);
+
+/* Writes DIR/config.json and DIR/model.safetensors (F32, one file): the model `base` (as drawn
+ * by synth_model, whose shape the adapters were written for) with every projection replaced by
+ * W0 + Σ_i w[i]·(W_i − W0), W_i = sa_merge(ads[i]) (for a non-additive adapter: n == 1 and
+ * w[0] == 1). lora_bias terms are not merged. DIR must exist. Returns 0 or -1. */
+int sa_write_merged_model(const synth_weights_t *base, const char *dir,
+                          const sa_adapter_t *const *ads, const double *w, int n);
 
 /* Whether the method may be combined with others (adapters.md §10.3). */
 int sa_is_additive(const sa_adapter_t *a);
