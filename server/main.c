@@ -8,6 +8,8 @@
 #include "adapter.h"
 #include "generate.h"
 #include "model.h"
+#include "srv_config.h"
+#include "srv_serve.h"
 #include "tokenizer.h"
 
 #define MAX_STOPS 16
@@ -17,6 +19,7 @@ static void usage_main(FILE *o) {
             "usage: loramux <command> [options]\n"
             "\n"
             "commands:\n"
+            "  serve      run the OpenAI-compatible HTTP server (see 'loramux serve --help')\n"
             "  generate   complete a prompt with a model directory (HF layout)\n"
             "  tokenize   print the token ids of a text\n"
             "\n"
@@ -317,6 +320,11 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
         usage_main(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "serve") == 0) return srv_serve_main(argc - 2, argv + 2);
+    if (strcmp(cmd, "config-table") == 0) { /* the README's configuration table */
+        srv_cfg_markdown(stdout);
         return 0;
     }
     if (strcmp(cmd, "generate") == 0) return cmd_generate(argc - 1, argv + 1);

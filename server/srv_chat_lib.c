@@ -1,0 +1,1103 @@
+/* srv_chat_lib.c: the chat-template library: filters, tests, str/dict methods, global
+ * functions, and the conversions str(), repr() and tojson.
+ *
+ * Filters: trim, length/count, upper, lower, title, capitalize, default/d, tojson, string,
+ *   first, last, join, list, items, safe, escape/e, replace, int, abs, reverse, map, select,
+ *   reject, selectattr, rejectattr. Other Jinja builtin filters parse but fail when reached.
+ * Tests: defined, undefined, none, string, number, integer, float, boolean, true, false,
+ *   mapping, iterable, sequence, callable, even, odd, divisibleby, eq/equalto/==, ne/!=,
+ *   lt/lessthan/<, le/<=, gt/greaterthan/>, ge/>=, in, lower, upper, sameas, escaped.
+ * str methods: strip, lstrip, rstrip, startswith, endswith, upper, lower, title, capitalize,
+ *   split, replace, find, count, removeprefix, removesuffix, join, isdigit, isspace;
+ *   dict methods: get, items, keys, values; loop.cycle.
+ * Globals: raise_exception, range, namespace, dict, strftime_now.
+ * tojson is transformers' version: json.dumps(x, ensure_ascii=False, indent, sort_keys), not
+ * Jinja's HTML-escaping one.
+ *
+ * Case mapping (upper, lower, title, capitalize) is ASCII only: other characters are kept as
+ * they are, where Python would also map e.g. "é" -> "É".
+ */
+#include "srv_chat_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- types ---- */
+
+typedef srv_chat__val_t val_t;
+typedef srv_chat__rctx_t rctx_t;
+typedef srv_chat__list_t list_t;
+typedef srv_chat__buf_t buf_t;
+typedef srv_chat__args_t args_t;
+
+enum {
+    F_TRIM = 1, F_LENGTH, F_UPPER, F_LOWER, F_TITLE, F_CAPITALIZE, F_DEFAULT, F_TOJSON,
+    F_STRING, F_FIRST, F_LAST, F_JOIN, F_LIST, F_ITEMS, F_SAFE, F_ESCAPE, F_REPLACE, F_INT,
+    F_ABS, F_REVERSE, F_MAP, F_SELECT, F_REJECT, F_SELECTATTR, F_REJECTATTR
+};
+
+enum {
+    T_DEFINED = 1, T_UNDEFINED, T_NONE, T_STRING, T_NUMBER, T_INTEGER, T_FLOAT, T_BOOLEAN,
+    T_TRUE, T_FALSE, T_MAPPING, T_ITERABLE, T_SEQUENCE, T_CALLABLE, T_EVEN, T_ODD,
+    T_DIVISIBLEBY, T_EQ, T_NE, T_LT, T_LE, T_GT, T_GE, T_IN, T_LOWER, T_UPPER, T_SAMEAS,
+    T_ESCAPED
+};
+
+typedef struct named_s {
+    const char *name;
+    int id; /* -1: a Jinja builtin that is not implemented here */
+} named_t;
+
+static const named_t k_filters[] = {
+    {"trim", F_TRIM}, {"length", F_LENGTH}, {"count", F_LENGTH}, {"upper", F_UPPER},
+    {"lower", F_LOWER}, {"title", F_TITLE}, {"capitalize", F_CAPITALIZE},
+    {"default", F_DEFAULT}, {"d", F_DEFAULT}, {"tojson", F_TOJSON}, {"string", F_STRING},
+    {"first", F_FIRST}, {"last", F_LAST}, {"join", F_JOIN}, {"list", F_LIST},
+    {"items", F_ITEMS}, {"safe", F_SAFE}, {"escape", F_ESCAPE}, {"e", F_ESCAPE},
+    {"forceescape", F_ESCAPE}, {"replace", F_REPLACE}, {"int", F_INT}, {"abs", F_ABS},
+    {"reverse", F_REVERSE}, {"map", F_MAP}, {"select", F_SELECT}, {"reject", F_REJECT},
+    {"selectattr", F_SELECTATTR}, {"rejectattr", F_REJECTATTR},
+    {"attr", -1}, {"batch", -1}, {"center", -1}, {"dictsort", -1}, {"filesizeformat", -1},
+    {"float", -1}, {"format", -1}, {"groupby", -1}, {"indent", -1}, {"max", -1}, {"min", -1},
+    {"pprint", -1}, {"random", -1}, {"round", -1}, {"slice", -1}, {"sort", -1},
+    {"striptags", -1}, {"sum", -1}, {"truncate", -1}, {"unique", -1}, {"urlencode", -1},
+    {"urlize", -1}, {"wordcount", -1}, {"wordwrap", -1}, {"xmlattr", -1},
+    {NULL, 0},
+};
+
+static const named_t k_tests[] = {
+    {"defined", T_DEFINED}, {"undefined", T_UNDEFINED}, {"none", T_NONE},
+    {"string", T_STRING}, {"number", T_NUMBER}, {"integer", T_INTEGER}, {"float", T_FLOAT},
+    {"boolean", T_BOOLEAN}, {"true", T_TRUE}, {"false", T_FALSE}, {"mapping", T_MAPPING},
+    {"iterable", T_ITERABLE}, {"sequence", T_SEQUENCE}, {"callable", T_CALLABLE},
+    {"even", T_EVEN}, {"odd", T_ODD}, {"divisibleby", T_DIVISIBLEBY}, {"eq", T_EQ},
+    {"equalto", T_EQ}, {"==", T_EQ}, {"ne", T_NE}, {"!=", T_NE}, {"lt", T_LT},
+    {"lessthan", T_LT}, {"<", T_LT}, {"le", T_LE}, {"<=", T_LE}, {"gt", T_GT},
+    {"greaterthan", T_GT}, {">", T_GT}, {"ge", T_GE}, {">=", T_GE}, {"in", T_IN},
+    {"lower", T_LOWER}, {"upper", T_UPPER}, {"sameas", T_SAMEAS}, {"escaped", T_ESCAPED},
+    {"filter", -1}, {"test", -1},
+    {NULL, 0},
+};
+
+static int lookup_named(const named_t *t, const char *name, size_t n) {
+    for (int i = 0; t[i].name; i++)
+        if (strlen(t[i].name) == n && memcmp(t[i].name, name, n) == 0) return t[i].id;
+    return 0;
+}
+
+int srv_chat__filter_id(const char *name, size_t n) { return lookup_named(k_filters, name, n); }
+int srv_chat__test_id(const char *name, size_t n) { return lookup_named(k_tests, name, n); }
+
+static const char *const k_str_methods[] = {
+    "capitalize", "casefold", "center", "count", "encode", "endswith", "expandtabs", "find",
+    "format", "format_map", "index", "isalnum", "isalpha", "isascii", "isdecimal", "isdigit",
+    "isidentifier", "islower", "isnumeric", "isprintable", "isspace", "istitle", "isupper",
+    "join", "ljust", "lower", "lstrip", "maketrans", "partition", "removeprefix",
+    "removesuffix", "replace", "rfind", "rindex", "rjust", "rpartition", "rsplit", "rstrip",
+    "split", "splitlines", "startswith", "strip", "swapcase", "title", "translate", "upper",
+    "zfill", NULL,
+};
+static const char *const k_dict_methods[] = {
+    "clear", "copy", "fromkeys", "get", "items", "keys", "pop", "popitem", "setdefault",
+    "update", "values", NULL,
+};
+static const char *const k_list_methods[] = {
+    "append", "clear", "copy", "count", "extend", "index", "insert", "pop", "remove",
+    "reverse", "sort", NULL,
+};
+static const char *const k_loop_methods[] = {"cycle", "changed", NULL};
+
+static int in_names(const char *const *names, const char *s, size_t n) {
+    for (int i = 0; names[i]; i++)
+        if (strlen(names[i]) == n && memcmp(names[i], s, n) == 0) return 1;
+    return 0;
+}
+
+int srv_chat__is_method(const val_t *x, const char *name, size_t n) {
+    switch (x->t) {
+    case SRV_CHAT__V_STR: return in_names(k_str_methods, name, n);
+    case SRV_CHAT__V_DICT: return in_names(k_dict_methods, name, n);
+    case SRV_CHAT__V_LIST: return in_names(k_list_methods, name, n);
+    case SRV_CHAT__V_LOOP: return in_names(k_loop_methods, name, n);
+    default: return 0;
+    }
+}
+
+/* ---- argument helpers ---- */
+
+/* Positional argument i, else keyword kw, else NULL. */
+static const val_t *arg(const args_t *a, int i, const char *kw) {
+    if (i >= 0 && i < a->n) return &a->v[i];
+    for (int k = 0; kw && k < a->nkw; k++)
+        if (strcmp(a->kwn[k], kw) == 0) return &a->kwv[k];
+    return NULL;
+}
+
+static int is_num(const val_t *v) { return v->t == SRV_CHAT__V_INT || v->t == SRV_CHAT__V_BOOL; }
+static int is_none(const val_t *v) { return !v || v->t == SRV_CHAT__V_NONE; }
+
+static int want_str(rctx_t *R, const val_t *v, const char *what, int line) {
+    if (v && v->t == SRV_CHAT__V_STR) return 0;
+    if (v && v->t == SRV_CHAT__V_UNDEF) return srv_chat__undef_fail(R, v, line);
+    return srv_chat__fail(R, LLM_EINVAL, line, "%s must be a string", what);
+}
+
+static int want_int(rctx_t *R, const val_t *v, const char *what, int line) {
+    if (v && is_num(v)) return 0;
+    if (v && v->t == SRV_CHAT__V_UNDEF) return srv_chat__undef_fail(R, v, line);
+    return srv_chat__fail(R, LLM_EINVAL, line, "%s must be an integer", what);
+}
+
+static val_t vbool(int b) { return (val_t){.t = SRV_CHAT__V_BOOL, .u.i = b != 0}; }
+static val_t vint(int64_t i) { return (val_t){.t = SRV_CHAT__V_INT, .u.i = i}; }
+
+/* ---- str() and repr() ---- */
+
+static int put(rctx_t *R, buf_t *b, const char *s, int line) {
+    return srv_chat__buf_put(R, b, s, strlen(s), line);
+}
+
+static int repr(rctx_t *R, const val_t *v, buf_t *b, int line, int depth);
+
+static int repr_str(rctx_t *R, const char *s, size_t n, buf_t *b, int line) {
+    char q = '\'';
+    if (memchr(s, '\'', n) && !memchr(s, '"', n)) q = '"';
+    int rc = srv_chat__buf_put(R, b, &q, 1, line);
+    size_t run = 0; /* pending bytes copied as they are */
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[8] = {0};
+        if (c == (unsigned char)q || c == '\\') esc[0] = '\\', esc[1] = (char)c;
+        else if (c == '\n') memcpy(esc, "\\n", 3);
+        else if (c == '\r') memcpy(esc, "\\r", 3);
+        else if (c == '\t') memcpy(esc, "\\t", 3);
+        else if (c < 0x20 || c == 0x7f) snprintf(esc, sizeof esc, "\\x%02x", c);
+        if (!esc[0]) {
+            run++;
+            continue;
+        }
+        rc = srv_chat__buf_put(R, b, s + i - run, run, line);
+        run = 0;
+        if (rc == 0) rc = put(R, b, esc, line);
+    }
+    if (rc == 0) rc = srv_chat__buf_put(R, b, s + n - run, run, line);
+    if (rc == 0) rc = srv_chat__buf_put(R, b, &q, 1, line);
+    return rc;
+}
+
+static int repr_dict(rctx_t *R, const srv_chat__dict_t *d, buf_t *b, int line, int depth) {
+    int rc = put(R, b, "{", line);
+    for (size_t i = 0; i < d->n && rc == 0; i++) {
+        if (i) rc = put(R, b, ", ", line);
+        if (rc == 0) rc = repr_str(R, d->kv[i].k, d->kv[i].kn, b, line);
+        if (rc == 0) rc = put(R, b, ": ", line);
+        if (rc == 0) rc = repr(R, &d->kv[i].v, b, line, depth + 1);
+    }
+    return rc ? rc : put(R, b, "}", line);
+}
+
+static int repr(rctx_t *R, const val_t *v, buf_t *b, int line, int depth) {
+    if (depth > 64) return srv_chat__fail(R, LLM_EINVAL, line, "value nested too deeply to print");
+    switch (v->t) {
+    case SRV_CHAT__V_UNDEF: return put(R, b, "Undefined", line);
+    case SRV_CHAT__V_STR: return repr_str(R, v->u.s, v->n, b, line);
+    case SRV_CHAT__V_LIST: {
+        int rc = put(R, b, v->aux ? "(" : "[", line);
+        for (size_t i = 0; i < v->u.l->n && rc == 0; i++) {
+            if (i) rc = put(R, b, ", ", line);
+            if (rc == 0) rc = repr(R, &v->u.l->v[i], b, line, depth + 1);
+        }
+        if (rc == 0 && v->aux && v->u.l->n == 1) rc = put(R, b, ",", line);
+        return rc ? rc : put(R, b, v->aux ? ")" : "]", line);
+    }
+    case SRV_CHAT__V_DICT: return repr_dict(R, v->u.d, b, line, depth);
+    default: return srv_chat__str(R, v, b, line);
+    }
+}
+
+int srv_chat__str(rctx_t *R, const val_t *v, buf_t *b, int line) {
+    char num[32];
+    switch (v->t) {
+    case SRV_CHAT__V_UNDEF: return 0;
+    case SRV_CHAT__V_NONE: return put(R, b, "None", line);
+    case SRV_CHAT__V_BOOL: return put(R, b, v->u.i ? "True" : "False", line);
+    case SRV_CHAT__V_INT:
+        snprintf(num, sizeof num, "%lld", (long long)v->u.i);
+        return put(R, b, num, line);
+    case SRV_CHAT__V_STR: return srv_chat__buf_put(R, b, v->u.s, v->n, line);
+    case SRV_CHAT__V_LIST:
+    case SRV_CHAT__V_DICT: return repr(R, v, b, line, 0);
+    case SRV_CHAT__V_NS: {
+        int rc = put(R, b, "<Namespace ", line);
+        if (rc == 0) rc = repr_dict(R, v->u.d, b, line, 1);
+        return rc ? rc : put(R, b, ">", line);
+    }
+    default:
+        return srv_chat__fail(R, LLM_EINVAL, line, "unsupported conversion of a %s to a string",
+                              v->t == SRV_CHAT__V_LOOP ? "loop object" : "function");
+    }
+}
+
+int srv_chat__to_str(rctx_t *R, const val_t *v, int line, val_t *out) {
+    if (v->t == SRV_CHAT__V_STR) {
+        *out = *v;
+        return 0;
+    }
+    buf_t b = {0};
+    int rc = srv_chat__str(R, v, &b, line);
+    if (rc == 0) rc = srv_chat__buf_to_str(R, &b, line, out);
+    free(b.s);
+    return rc;
+}
+
+/* ---- tojson (transformers: json.dumps(x, ensure_ascii=False, indent=..., sort_keys=...)) ---- */
+
+typedef struct json_opts_s {
+    const char *indent; /* NULL: single line with ", " and ": " */
+    size_t indent_n;
+    int sort_keys, ascii;
+} json_opts_t;
+
+static int json_str(rctx_t *R, const char *s, size_t n, int ascii, buf_t *b, int line) {
+    int rc = put(R, b, "\"", line);
+    for (size_t i = 0, w; i < n && rc == 0; i += w) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[16] = {0};
+        w = 1;
+        if (c == '"') memcpy(esc, "\\\"", 3);
+        else if (c == '\\') memcpy(esc, "\\\\", 3);
+        else if (c == '\n') memcpy(esc, "\\n", 3);
+        else if (c == '\r') memcpy(esc, "\\r", 3);
+        else if (c == '\t') memcpy(esc, "\\t", 3);
+        else if (c == '\b') memcpy(esc, "\\b", 3);
+        else if (c == '\f') memcpy(esc, "\\f", 3);
+        else if (c < 0x20 || (ascii && c == 0x7f)) snprintf(esc, sizeof esc, "\\u%04x", c);
+        else if (ascii && c >= 0x80) {
+            uint32_t cp = srv_chat__utf8_dec(s + i, n - i, &w);
+            if (cp >= 0x10000) {
+                cp -= 0x10000;
+                snprintf(esc, sizeof esc, "\\u%04x\\u%04x", 0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF));
+            } else {
+                snprintf(esc, sizeof esc, "\\u%04x", cp);
+            }
+        }
+        rc = esc[0] ? put(R, b, esc, line) : srv_chat__buf_put(R, b, s + i, 1, line);
+    }
+    return rc ? rc : put(R, b, "\"", line);
+}
+
+static int json_nl(rctx_t *R, const json_opts_t *o, int level, buf_t *b, int line) {
+    int rc = put(R, b, "\n", line);
+    for (int i = 0; i < level && rc == 0; i++) rc = srv_chat__buf_put(R, b, o->indent, o->indent_n, line);
+    return rc;
+}
+
+static int kv_cmp(const void *x, const void *y) {
+    const srv_chat__kv_t *a = *(const srv_chat__kv_t *const *)x, *b = *(const srv_chat__kv_t *const *)y;
+    size_t n = a->kn < b->kn ? a->kn : b->kn;
+    int c = n ? memcmp(a->k, b->k, n) : 0;
+    return c ? c : (a->kn > b->kn) - (a->kn < b->kn);
+}
+
+static int json(rctx_t *R, const val_t *v, const json_opts_t *o, int level, buf_t *b, int line) {
+    char num[32];
+    int rc = 0;
+    if (level > 64) return srv_chat__fail(R, LLM_EINVAL, line, "value nested too deeply for tojson");
+    switch (v->t) {
+    case SRV_CHAT__V_NONE: return put(R, b, "null", line);
+    case SRV_CHAT__V_BOOL: return put(R, b, v->u.i ? "true" : "false", line);
+    case SRV_CHAT__V_INT:
+        snprintf(num, sizeof num, "%lld", (long long)v->u.i);
+        return put(R, b, num, line);
+    case SRV_CHAT__V_STR: return json_str(R, v->u.s, v->n, o->ascii, b, line);
+    case SRV_CHAT__V_LIST: {
+        size_t n = v->u.l->n;
+        if (n == 0) return put(R, b, "[]", line);
+        rc = put(R, b, "[", line);
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            if (i) rc = put(R, b, o->indent ? "," : ", ", line);
+            if (rc == 0 && o->indent) rc = json_nl(R, o, level + 1, b, line);
+            if (rc == 0) rc = json(R, &v->u.l->v[i], o, level + 1, b, line);
+        }
+        if (rc == 0 && o->indent) rc = json_nl(R, o, level, b, line);
+        return rc ? rc : put(R, b, "]", line);
+    }
+    case SRV_CHAT__V_DICT: {
+        const srv_chat__dict_t *d = v->u.d;
+        if (d->n == 0) return put(R, b, "{}", line);
+        const srv_chat__kv_t **order = srv_chat__alloc(&R->ar, d->n * sizeof *order);
+        if (!order) return srv_chat__nomem(R, line);
+        for (size_t i = 0; i < d->n; i++) order[i] = &d->kv[i];
+        if (o->sort_keys) qsort(order, d->n, sizeof *order, kv_cmp);
+        rc = put(R, b, "{", line);
+        for (size_t i = 0; i < d->n && rc == 0; i++) {
+            if (i) rc = put(R, b, o->indent ? "," : ", ", line);
+            if (rc == 0 && o->indent) rc = json_nl(R, o, level + 1, b, line);
+            if (rc == 0) rc = json_str(R, order[i]->k, order[i]->kn, o->ascii, b, line);
+            if (rc == 0) rc = put(R, b, ": ", line);
+            if (rc == 0) rc = json(R, &order[i]->v, o, level + 1, b, line);
+        }
+        if (rc == 0 && o->indent) rc = json_nl(R, o, level, b, line);
+        return rc ? rc : put(R, b, "}", line);
+    }
+    default:
+        return srv_chat__fail(R, LLM_EINVAL, line, "Object of type %s is not JSON serializable",
+                              v->t == SRV_CHAT__V_UNDEF ? "Undefined"
+                              : v->t == SRV_CHAT__V_NS  ? "Namespace" : "function");
+    }
+}
+
+static int f_tojson(rctx_t *R, const val_t *x, const args_t *a, int line, val_t *out) {
+    json_opts_t o = {0};
+    const val_t *ea = arg(a, 0, "ensure_ascii"), *ind = arg(a, 1, "indent"),
+                *sep = arg(a, 2, "separators"), *sk = arg(a, 3, "sort_keys");
+    char spaces[65];
+    o.ascii = ea && srv_chat__truthy(ea);
+    o.sort_keys = sk && srv_chat__truthy(sk);
+    if (!is_none(sep)) return srv_chat__fail(R, LLM_EINVAL, line, "unsupported tojson separators");
+    if (!is_none(ind)) {
+        if (ind->t == SRV_CHAT__V_STR) {
+            o.indent = ind->u.s;
+            o.indent_n = ind->n;
+        } else if (is_num(ind)) {
+            int64_t k = ind->u.i < 0 ? 0 : ind->u.i > 64 ? 64 : ind->u.i;
+            memset(spaces, ' ', (size_t)k);
+            o.indent = spaces;
+            o.indent_n = (size_t)k;
+        } else {
+            return srv_chat__fail(R, LLM_EINVAL, line, "tojson indent must be an integer or string");
+        }
+    }
+    buf_t b = {0};
+    int rc = json(R, x, &o, 0, &b, line);
+    if (rc == 0) rc = srv_chat__buf_to_str(R, &b, line, out);
+    free(b.s);
+    return rc;
+}
+
+/* ---- string helpers ---- */
+
+static int in_chars(const val_t *chars, uint32_t cp) {
+    for (size_t i = 0, w; i < chars->n; i += w)
+        if (srv_chat__utf8_dec(chars->u.s + i, chars->n - i, &w) == cp) return 1;
+    return 0;
+}
+
+/* Python str.strip/lstrip/rstrip: chars NULL/none = whitespace. */
+static int strip(rctx_t *R, const val_t *s, const val_t *chars, int left, int right, int line,
+                 val_t *out) {
+    if (!is_none(chars) && chars->t != SRV_CHAT__V_STR)
+        return srv_chat__fail(R, LLM_EINVAL, line, "strip arg must be None or str");
+    if (is_none(chars)) chars = NULL;
+    size_t b = 0, e = s->n, w;
+    while (left && b < e) {
+        if (chars) {
+            uint32_t cp = srv_chat__utf8_dec(s->u.s + b, e - b, &w);
+            if (!in_chars(chars, cp)) break;
+        } else if ((w = srv_chat__ws_at(s->u.s, e, b)) == 0) {
+            break;
+        }
+        b += w;
+    }
+    while (right && e > b) {
+        if (chars) {
+            size_t p = e - 1;
+            while (p > b && ((unsigned char)s->u.s[p] & 0xC0) == 0x80) p--;
+            if (!in_chars(chars, srv_chat__utf8_dec(s->u.s + p, e - p, &w))) break;
+            e = p;
+        } else {
+            w = srv_chat__ws_before(s->u.s, e);
+            if (w == 0 || e - w < b) break;
+            e -= w;
+        }
+    }
+    *out = (val_t){.t = SRV_CHAT__V_STR, .n = e - b, .u.s = s->u.s + b};
+    return 0;
+}
+
+static int is_lower_c(char c) { return c >= 'a' && c <= 'z'; }
+static int is_upper_c(char c) { return c >= 'A' && c <= 'Z'; }
+static char to_upper_c(char c) { return is_lower_c(c) ? (char)(c - 32) : c; }
+static char to_lower_c(char c) { return is_upper_c(c) ? (char)(c + 32) : c; }
+
+enum { CASE_UPPER, CASE_LOWER, CASE_CAPITALIZE, CASE_PY_TITLE, CASE_JINJA_TITLE };
+
+static int change_case(rctx_t *R, const val_t *s, int mode, int line, val_t *out) {
+    char *d = srv_chat__alloc(&R->ar, s->n + 1);
+    if (!d) return srv_chat__nomem(R, line);
+    int prev_cased = 0, word_start = 1;
+    for (size_t i = 0; i < s->n; i++) {
+        char c = s->u.s[i];
+        unsigned char u = (unsigned char)c;
+        switch (mode) {
+        case CASE_UPPER: d[i] = to_upper_c(c); break;
+        case CASE_LOWER: d[i] = to_lower_c(c); break;
+        case CASE_CAPITALIZE: d[i] = i == 0 ? to_upper_c(c) : to_lower_c(c); break;
+        case CASE_PY_TITLE: /* str.title(): upper after an uncased char, lower after a cased one */
+            d[i] = prev_cased ? to_lower_c(c) : to_upper_c(c);
+            prev_cased = is_lower_c(c) || is_upper_c(c) || u >= 0x80;
+            break;
+        default: { /* Jinja's title filter: words split at runs of [-\s({\[<] */
+            size_t w = srv_chat__ws_at(s->u.s, s->n, i);
+            int sep = w > 0 || c == '-' || c == '(' || c == '{' || c == '[' || c == '<';
+            if (w > 1) { /* multi-byte whitespace: copy it whole */
+                memcpy(d + i, s->u.s + i, w);
+                i += w - 1;
+                word_start = 1;
+                continue;
+            }
+            d[i] = sep ? c : word_start ? to_upper_c(c) : to_lower_c(c);
+            if (!sep && word_start && u >= 0x80) /* keep the rest of the character intact */
+                while (i + 1 < s->n && ((unsigned char)s->u.s[i + 1] & 0xC0) == 0x80) {
+                    i++;
+                    d[i] = s->u.s[i];
+                }
+            word_start = sep;
+        }
+        }
+    }
+    *out = (val_t){.t = SRV_CHAT__V_STR, .n = s->n, .u.s = d};
+    return 0;
+}
+
+static int str_replace(rctx_t *R, const val_t *s, const val_t *old, const val_t *new_,
+                       int64_t count, int line, val_t *out) {
+    buf_t b = {0};
+    int rc = 0;
+    size_t i = 0;
+    int64_t done = 0;
+    if (old->n == 0) { /* Python inserts new before every character and at the end */
+        for (size_t w; rc == 0 && (count < 0 || done < count) && i <= s->n; done++) {
+            rc = srv_chat__buf_put(R, &b, new_->u.s, new_->n, line);
+            if (i == s->n) {
+                i++;
+                break;
+            }
+            srv_chat__utf8_dec(s->u.s + i, s->n - i, &w);
+            if (rc == 0) rc = srv_chat__buf_put(R, &b, s->u.s + i, w, line);
+            i += w;
+        }
+        if (rc == 0 && i < s->n) rc = srv_chat__buf_put(R, &b, s->u.s + i, s->n - i, line);
+    } else {
+        while (rc == 0 && (count < 0 || done < count)) {
+            const char *p = memmem(s->u.s + i, s->n - i, old->u.s, old->n);
+            if (!p) break;
+            size_t at = (size_t)(p - s->u.s);
+            rc = srv_chat__buf_put(R, &b, s->u.s + i, at - i, line);
+            if (rc == 0) rc = srv_chat__buf_put(R, &b, new_->u.s, new_->n, line);
+            i = at + old->n;
+            done++;
+        }
+        if (rc == 0) rc = srv_chat__buf_put(R, &b, s->u.s + i, s->n - i, line);
+    }
+    if (rc == 0) rc = srv_chat__buf_to_str(R, &b, line, out);
+    free(b.s);
+    return rc;
+}
+
+/* str.split(sep=None, maxsplit=-1) */
+static int str_split(rctx_t *R, const val_t *s, const val_t *sep, int64_t maxsplit, int line,
+                     val_t *out) {
+    list_t *l = srv_chat__mklist(R, s->n + 1, line);
+    if (!l) return R->err->code;
+    l->n = 0;
+    size_t i = 0, w;
+    if (is_none(sep)) {
+        for (;;) {
+            while (i < s->n && (w = srv_chat__ws_at(s->u.s, s->n, i)) > 0) i += w;
+            if (i >= s->n) break;
+            size_t b = i;
+            if (maxsplit >= 0 && (int64_t)l->n == maxsplit) {
+                i = s->n;
+            } else {
+                while (i < s->n && srv_chat__ws_at(s->u.s, s->n, i) == 0) i++;
+            }
+            l->v[l->n++] = (val_t){.t = SRV_CHAT__V_STR, .n = i - b, .u.s = s->u.s + b};
+        }
+    } else {
+        if (sep->t != SRV_CHAT__V_STR) return want_str(R, sep, "split separator", line);
+        if (sep->n == 0) return srv_chat__fail(R, LLM_EINVAL, line, "empty separator");
+        for (;;) {
+            const char *p = (maxsplit >= 0 && (int64_t)l->n == maxsplit)
+                                ? NULL : memmem(s->u.s + i, s->n - i, sep->u.s, sep->n);
+            size_t e = p ? (size_t)(p - s->u.s) : s->n;
+            l->v[l->n++] = (val_t){.t = SRV_CHAT__V_STR, .n = e - i, .u.s = s->u.s + i};
+            if (!p) break;
+            i = e + sep->n;
+        }
+    }
+    *out = (val_t){.t = SRV_CHAT__V_LIST, .u.l = l};
+    return 0;
+}
+
+static int starts_ends(rctx_t *R, const val_t *s, const val_t *x, int ends, int line, int *res) {
+    if (x && x->t == SRV_CHAT__V_LIST && x->aux) { /* a tuple of candidates */
+        *res = 0;
+        for (size_t i = 0; i < x->u.l->n && !*res; i++) {
+            int rc = starts_ends(R, s, &x->u.l->v[i], ends, line, res);
+            if (rc) return rc;
+        }
+        return 0;
+    }
+    int rc = want_str(R, x, ends ? "endswith argument" : "startswith argument", line);
+    if (rc) return rc;
+    *res = x->n <= s->n && memcmp(s->u.s + (ends ? s->n - x->n : 0), x->u.s, x->n) == 0;
+    return 0;
+}
+
+/* Jinja's attribute getter for map/selectattr/join: "a.b.0" */
+static int get_path(rctx_t *R, const val_t *x, const val_t *path, int line, val_t *out) {
+    int rc = want_str(R, path, "attribute", line);
+    if (rc) return rc;
+    val_t cur = *x;
+    for (size_t i = 0; i <= path->n;) {
+        const char *dot = memchr(path->u.s + i, '.', path->n - i);
+        size_t e = dot ? (size_t)(dot - path->u.s) : path->n;
+        val_t key = {.t = SRV_CHAT__V_STR, .n = e - i, .u.s = path->u.s + i};
+        int digits = e > i;
+        for (size_t k = i; k < e; k++) digits &= path->u.s[k] >= '0' && path->u.s[k] <= '9';
+        if (digits) {
+            int64_t v = 0;
+            for (size_t k = i; k < e && v < INT64_MAX / 10 - 10; k++) v = v * 10 + (path->u.s[k] - '0');
+            key = vint(v);
+        }
+        if ((rc = srv_chat__getitem(R, &cur, &key, line, &cur))) return rc;
+        i = e + 1;
+    }
+    *out = cur;
+    return 0;
+}
+
+/* ---- filters ---- */
+
+static int f_first_last(rctx_t *R, const val_t *x, int last, int line, val_t *out) {
+    const list_t *items;
+    int rc = srv_chat__iterate(R, x, line, &items);
+    if (rc) return rc;
+    if (items->n == 0) {
+        *out = (val_t){.t = SRV_CHAT__V_UNDEF, .aux = 3, .n = 35,
+                       .name = "No first item, sequence was empty."};
+        return 0;
+    }
+    *out = items->v[last ? items->n - 1 : 0];
+    return 0;
+}
+
+static int f_join(rctx_t *R, const val_t *x, const args_t *a, int line, val_t *out) {
+    const list_t *items;
+    const val_t *d = arg(a, 0, "d"), *attr = arg(a, 1, "attribute");
+    val_t sep = {.t = SRV_CHAT__V_STR, .u.s = ""};
+    int rc = srv_chat__iterate(R, x, line, &items);
+    if (rc == 0 && d) rc = srv_chat__to_str(R, d, line, &sep);
+    buf_t b = {0};
+    for (size_t i = 0; i < items->n && rc == 0; i++) {
+        val_t v = items->v[i];
+        if (i) rc = srv_chat__buf_put(R, &b, sep.u.s, sep.n, line);
+        if (rc == 0 && !is_none(attr)) rc = get_path(R, &items->v[i], attr, line, &v);
+        if (rc == 0) rc = srv_chat__str(R, &v, &b, line);
+    }
+    if (rc == 0) rc = srv_chat__buf_to_str(R, &b, line, out);
+    free(b.s);
+    return rc;
+}
+
+/* select / reject / selectattr / rejectattr / map */
+static int f_seq(rctx_t *R, int id, const val_t *x, const args_t *a, int line, val_t *out) {
+    const list_t *items;
+    int rc = srv_chat__iterate(R, x, line, &items);
+    if (rc) return rc;
+    int by_attr = id == F_SELECTATTR || id == F_REJECTATTR;
+    int want = id == F_SELECT || id == F_SELECTATTR;
+    const val_t *attr = NULL;
+    int first = 0; /* index of the test/filter name among positional args */
+    if (id == F_MAP) {
+        attr = arg(a, -1, "attribute");
+    } else if (by_attr) {
+        attr = arg(a, 0, NULL);
+        first = 1;
+        if (!attr) return srv_chat__fail(R, LLM_EINVAL, line, "missing attribute for selectattr");
+    }
+    const val_t *fname = attr && id == F_MAP ? NULL : arg(a, first, NULL);
+    int fid = 0;
+    if (fname) {
+        if ((rc = want_str(R, fname, "test or filter name", line))) return rc;
+        fid = id == F_MAP ? srv_chat__filter_id(fname->u.s, fname->n)
+                          : srv_chat__test_id(fname->u.s, fname->n);
+        if (fid == 0)
+            return srv_chat__fail(R, LLM_EINVAL, line, "no %s named '%.*s'",
+                                  id == F_MAP ? "filter" : "test", (int)fname->n, fname->u.s);
+    } else if (id == F_MAP && !attr) {
+        return srv_chat__fail(R, LLM_EINVAL, line, "map needs a filter name or attribute=");
+    }
+    args_t rest = {.v = a->v + (fname ? first + 1 : a->n), .n = fname ? a->n - first - 1 : 0};
+    if (id == F_MAP && fname) { /* keyword arguments go to the mapped filter */
+        rest.kwn = a->kwn;
+        rest.kwv = a->kwv;
+        rest.nkw = a->nkw;
+    }
+    list_t *l = srv_chat__mklist(R, items->n, line);
+    if (!l) return R->err->code;
+    l->n = 0;
+    char nm[64];
+    if (fname) snprintf(nm, sizeof nm, "%.*s", (int)(fname->n > 60 ? 60 : fname->n), fname->u.s);
+    for (size_t i = 0; i < items->n; i++) {
+        val_t v = items->v[i], r;
+        if ((rc = srv_chat__step(R, 1, line))) return rc;
+        if (attr && (rc = get_path(R, &items->v[i], attr, line, &v))) return rc;
+        if (id == F_MAP) {
+            if (!fname) {
+                const val_t *def = arg(a, -1, "default");
+                if (v.t == SRV_CHAT__V_UNDEF && def) v = *def;
+                r = v;
+            } else if ((rc = srv_chat__filter(R, fid, nm, &v, &rest, line, &r))) {
+                return rc;
+            }
+            l->v[l->n++] = r;
+            continue;
+        }
+        int keep;
+        if (fname) {
+            if ((rc = srv_chat__test(R, fid, nm, &v, &rest, line, &keep))) return rc;
+        } else {
+            keep = srv_chat__truthy(&v);
+        }
+        if (keep == want) l->v[l->n++] = items->v[i];
+    }
+    *out = (val_t){.t = SRV_CHAT__V_LIST, .u.l = l};
+    return 0;
+}
+
+static int f_int(const val_t *x, const val_t *def, val_t *out) {
+    *out = def ? *def : vint(0);
+    if (is_num(x)) {
+        *out = vint(x->u.i);
+    } else if (x->t == SRV_CHAT__V_STR) {
+        size_t i = 0, e = x->n, w;
+        while (i < e && (w = srv_chat__ws_at(x->u.s, e, i)) > 0) i += w;
+        while (e > i && (w = srv_chat__ws_before(x->u.s, e)) > 0) e -= w;
+        int neg = 0;
+        if (i < e && (x->u.s[i] == '-' || x->u.s[i] == '+')) neg = x->u.s[i++] == '-';
+        if (i == e) return 0;
+        int64_t v = 0;
+        for (size_t k = i; k < e; k++) {
+            char c = x->u.s[k];
+            if (c == '_' && k > i && k + 1 < e && x->u.s[k + 1] != '_') continue;
+            if (c < '0' || c > '9' || v > (INT64_MAX - 9) / 10) return 0;
+            v = v * 10 + (c - '0');
+        }
+        *out = vint(neg ? -v : v);
+    }
+    return 0;
+}
+
+static int f_reverse(rctx_t *R, const val_t *x, int line, val_t *out) {
+    if (x->t == SRV_CHAT__V_STR) {
+        char *d = srv_chat__alloc(&R->ar, x->n + 1);
+        if (!d) return srv_chat__nomem(R, line);
+        for (size_t i = 0, w; i < x->n; i += w) {
+            srv_chat__utf8_dec(x->u.s + i, x->n - i, &w);
+            memcpy(d + x->n - i - w, x->u.s + i, w);
+        }
+        *out = (val_t){.t = SRV_CHAT__V_STR, .n = x->n, .u.s = d};
+        return 0;
+    }
+    const list_t *items;
+    int rc = srv_chat__iterate(R, x, line, &items);
+    if (rc) return rc;
+    list_t *l = srv_chat__mklist(R, items->n, line);
+    if (!l) return R->err->code;
+    for (size_t i = 0; i < items->n; i++) l->v[i] = items->v[items->n - 1 - i];
+    *out = (val_t){.t = SRV_CHAT__V_LIST, .u.l = l};
+    return 0;
+}
+
+static int f_escape(rctx_t *R, const val_t *x, int line, val_t *out) {
+    val_t s;
+    int rc = srv_chat__to_str(R, x, line, &s);
+    buf_t b = {0};
+    for (size_t i = 0; i < s.n && rc == 0; i++) {
+        char c = s.u.s[i];
+        const char *e = c == '&' ? "&amp;" : c == '<' ? "&lt;" : c == '>' ? "&gt;"
+                      : c == '"' ? "&#34;" : c == '\'' ? "&#39;" : NULL;
+        rc = e ? put(R, &b, e, line) : srv_chat__buf_put(R, &b, &c, 1, line);
+    }
+    if (rc == 0) rc = srv_chat__buf_to_str(R, &b, line, out);
+    free(b.s);
+    return rc;
+}
+
+int srv_chat__filter(rctx_t *R, int id, const char *name, const val_t *x, const args_t *a,
+                     int line, val_t *out) {
+    val_t s;
+    int rc;
+    int64_t n;
+    switch (id) {
+    case F_TRIM:
+        if ((rc = srv_chat__to_str(R, x, line, &s))) return rc;
+        return strip(R, &s, arg(a, 0, "chars"), 1, 1, line, out);
+    case F_LENGTH:
+        if ((rc = srv_chat__len(R, x, line, &n))) return rc;
+        *out = vint(n);
+        return 0;
+    case F_UPPER:
+    case F_LOWER:
+    case F_TITLE:
+    case F_CAPITALIZE:
+        if ((rc = srv_chat__to_str(R, x, line, &s))) return rc;
+        return change_case(R, &s, id == F_UPPER ? CASE_UPPER : id == F_LOWER ? CASE_LOWER
+                                  : id == F_TITLE ? CASE_JINJA_TITLE : CASE_CAPITALIZE,
+                           line, out);
+    case F_DEFAULT: {
+        const val_t *d = arg(a, 0, "default_value"), *boolean = arg(a, 1, "boolean");
+        int use = x->t == SRV_CHAT__V_UNDEF || (boolean && srv_chat__truthy(boolean) && !srv_chat__truthy(x));
+        *out = use ? (d ? *d : (val_t){.t = SRV_CHAT__V_STR, .u.s = ""}) : *x;
+        return 0;
+    }
+    case F_TOJSON: return f_tojson(R, x, a, line, out);
+    case F_STRING:
+    case F_SAFE: return srv_chat__to_str(R, x, line, out);
+    case F_FIRST:
+    case F_LAST: return f_first_last(R, x, id == F_LAST, line, out);
+    case F_JOIN: return f_join(R, x, a, line, out);
+    case F_LIST: {
+        const list_t *items;
+        if ((rc = srv_chat__iterate(R, x, line, &items))) return rc;
+        *out = (val_t){.t = SRV_CHAT__V_LIST, .u.l = (list_t *)items};
+        return 0;
+    }
+    case F_ITEMS: {
+        if (x->t == SRV_CHAT__V_UNDEF) {
+            list_t *l = srv_chat__mklist(R, 0, line);
+            if (!l) return R->err->code;
+            *out = (val_t){.t = SRV_CHAT__V_LIST, .u.l = l};
+            return 0;
+        }
+        if (x->t != SRV_CHAT__V_DICT)
+            return srv_chat__fail(R, LLM_EINVAL, line, "can only get item pairs from a mapping");
+        return srv_chat__method(R, x, "items", a, line, out);
+    }
+    case F_ESCAPE: return f_escape(R, x, line, out);
+    case F_REPLACE: {
+        val_t old, nw;
+        const val_t *cnt = arg(a, 2, "count");
+        if (!arg(a, 0, "old") || !arg(a, 1, "new"))
+            return srv_chat__fail(R, LLM_EINVAL, line, "replace needs old and new");
+        if ((rc = srv_chat__to_str(R, x, line, &s)) ||
+            (rc = srv_chat__to_str(R, arg(a, 0, "old"), line, &old)) ||
+            (rc = srv_chat__to_str(R, arg(a, 1, "new"), line, &nw)))
+            return rc;
+        if (!is_none(cnt) && (rc = want_int(R, cnt, "count", line))) return rc;
+        return str_replace(R, &s, &old, &nw, is_none(cnt) ? -1 : cnt->u.i, line, out);
+    }
+    case F_INT: return f_int(x, arg(a, 0, "default"), out);
+    case F_ABS:
+        if ((rc = want_int(R, x, "abs argument", line))) return rc;
+        if (x->u.i == INT64_MIN) return srv_chat__fail(R, LLM_EINVAL, line, "integer overflow");
+        *out = vint(x->u.i < 0 ? -x->u.i : x->u.i);
+        return 0;
+    case F_REVERSE: return f_reverse(R, x, line, out);
+    case F_MAP:
+    case F_SELECT:
+    case F_REJECT:
+    case F_SELECTATTR:
+    case F_REJECTATTR: return f_seq(R, id, x, a, line, out);
+    default:
+        return srv_chat__fail(R, LLM_EINVAL, line, "unsupported filter '%s'", name);
+    }
+}
+
+/* ---- tests ---- */
+
+int srv_chat__test(rctx_t *R, int id, const char *name, const val_t *x, const args_t *a,
+                   int line, int *res) {
+    const val_t *y = arg(a, 0, NULL);
+    int t = x->t, rc;
+    static const int cmp_op[] = {SRV_CHAT__OP_EQ, SRV_CHAT__OP_NE, SRV_CHAT__OP_LT,
+                                 SRV_CHAT__OP_LE, SRV_CHAT__OP_GT, SRV_CHAT__OP_GE};
+    switch (id) {
+    case T_DEFINED: *res = t != SRV_CHAT__V_UNDEF; return 0;
+    case T_UNDEFINED: *res = t == SRV_CHAT__V_UNDEF; return 0;
+    case T_NONE: *res = t == SRV_CHAT__V_NONE; return 0;
+    case T_STRING: *res = t == SRV_CHAT__V_STR; return 0;
+    case T_NUMBER: *res = is_num(x); return 0;
+    case T_INTEGER: *res = t == SRV_CHAT__V_INT; return 0;
+    case T_FLOAT: *res = 0; return 0;
+    case T_BOOLEAN: *res = t == SRV_CHAT__V_BOOL; return 0;
+    case T_TRUE: *res = t == SRV_CHAT__V_BOOL && x->u.i; return 0;
+    case T_FALSE: *res = t == SRV_CHAT__V_BOOL && !x->u.i; return 0;
+    case T_MAPPING: *res = t == SRV_CHAT__V_DICT; return 0;
+    case T_ITERABLE:
+    case T_SEQUENCE: /* Jinja's Undefined is iterable and has a length */
+        *res = t == SRV_CHAT__V_STR || t == SRV_CHAT__V_LIST || t == SRV_CHAT__V_DICT ||
+               t == SRV_CHAT__V_UNDEF;
+        return 0;
+    case T_CALLABLE: *res = t == SRV_CHAT__V_FUNC || t == SRV_CHAT__V_METHOD; return 0;
+    case T_EVEN:
+    case T_ODD:
+    case T_DIVISIBLEBY: {
+        int64_t d = id == T_DIVISIBLEBY ? 0 : 2;
+        if ((rc = want_int(R, x, "test argument", line))) return rc;
+        if (id == T_DIVISIBLEBY) {
+            if ((rc = want_int(R, y, "divisibleby argument", line))) return rc;
+            d = y->u.i;
+            if (d == 0) return srv_chat__fail(R, LLM_EINVAL, line, "integer modulo by zero");
+        }
+        int64_t m = d == -1 ? 0 : x->u.i % d;
+        *res = id == T_ODD ? m != 0 : m == 0;
+        return 0;
+    }
+    case T_EQ: case T_NE: case T_LT: case T_LE: case T_GT: case T_GE:
+        if (!y) return srv_chat__fail(R, LLM_EINVAL, line, "test '%s' needs an argument", name);
+        return srv_chat__compare(R, cmp_op[id - T_EQ], x, y, line, res);
+    case T_IN:
+        if (!y) return srv_chat__fail(R, LLM_EINVAL, line, "test 'in' needs an argument");
+        return srv_chat__compare(R, SRV_CHAT__OP_IN, x, y, line, res);
+    case T_LOWER:
+    case T_UPPER: {
+        val_t s;
+        if ((rc = srv_chat__to_str(R, x, line, &s))) return rc;
+        int cased = 0, ok = 1;
+        for (size_t i = 0; i < s.n; i++) {
+            char c = s.u.s[i];
+            if (is_lower_c(c) || is_upper_c(c)) cased = 1;
+            if (id == T_LOWER ? is_upper_c(c) : is_lower_c(c)) ok = 0;
+        }
+        *res = cased && ok;
+        return 0;
+    }
+    case T_SAMEAS:
+        if (!y) return srv_chat__fail(R, LLM_EINVAL, line, "test 'sameas' needs an argument");
+        *res = x->t == y->t && srv_chat__eq(x, y) &&
+               (x->t != SRV_CHAT__V_LIST || x->u.l == y->u.l) &&
+               (x->t != SRV_CHAT__V_DICT || x->u.d == y->u.d);
+        return 0;
+    case T_ESCAPED: *res = 0; return 0;
+    default: return srv_chat__fail(R, LLM_EINVAL, line, "unsupported test '%s'", name);
+    }
+}
+
+/* ---- methods ---- */
+
+static int str_method(rctx_t *R, const val_t *s, const char *name, const args_t *a, int line,
+                      val_t *out) {
+    const val_t *x = arg(a, 0, NULL), *y = arg(a, 1, NULL);
+    int rc, res;
+    if (!strcmp(name, "strip")) return strip(R, s, x, 1, 1, line, out);
+    if (!strcmp(name, "lstrip")) return strip(R, s, x, 1, 0, line, out);
+    if (!strcmp(name, "rstrip")) return strip(R, s, x, 0, 1, line, out);
+    if (!strcmp(name, "upper")) return change_case(R, s, CASE_UPPER, line, out);
+    if (!strcmp(name, "lower")) return change_case(R, s, CASE_LOWER, line, out);
+    if (!strcmp(name, "title")) return change_case(R, s, CASE_PY_TITLE, line, out);
+    if (!strcmp(name, "capitalize")) return change_case(R, s, CASE_CAPITALIZE, line, out);
+    if (!strcmp(name, "startswith") || !strcmp(name, "endswith")) {
+        if (a->n > 1) return srv_chat__fail(R, LLM_EINVAL, line, "unsupported start/end arguments");
+        if ((rc = starts_ends(R, s, x, name[0] == 'e', line, &res))) return rc;
+        *out = vbool(res);
+        return 0;
+    }
+    if (!strcmp(name, "split")) {
+        const val_t *sep = arg(a, 0, "sep"), *mx = arg(a, 1, "maxsplit");
+        if (!is_none(mx) && (rc = want_int(R, mx, "maxsplit", line))) return rc;
+        return str_split(R, s, sep, is_none(mx) ? -1 : mx->u.i, line, out);
+    }
+    if (!strcmp(name, "replace")) {
+        const val_t *cnt = arg(a, 2, "count");
+        if ((rc = want_str(R, x, "replace argument", line)) ||
+            (rc = want_str(R, y, "replace argument", line)))
+            return rc;
+        if (!is_none(cnt) && (rc = want_int(R, cnt, "count", line))) return rc;
+        return str_replace(R, s, x, y, is_none(cnt) ? -1 : cnt->u.i, line, out);
+    }
+    if (!strcmp(name, "find") || !strcmp(name, "count")) {
+        if (a->n > 1) return srv_chat__fail(R, LLM_EINVAL, line, "unsupported start/end arguments");
+        if ((rc = want_str(R, x, "argument", line))) return rc;
+        int64_t cps = 0;
+        if (name[0] == 'f') {
+            const char *p = x->n == 0 ? s->u.s : memmem(s->u.s, s->n, x->u.s, x->n);
+            if (!p) {
+                *out = vint(-1);
+                return 0;
+            }
+            for (const char *q = s->u.s; q < p; q++) cps += ((unsigned char)*q & 0xC0) != 0x80;
+            *out = vint(cps);
+            return 0;
+        }
+        if (x->n == 0) {
+            if ((rc = srv_chat__len(R, s, line, &cps))) return rc;
+            *out = vint(cps + 1);
+            return 0;
+        }
+        for (size_t i = 0; i + x->n <= s->n;) {
+            const char *p = memmem(s->u.s + i, s->n - i, x->u.s, x->n);
+            if (!p) break;
+            cps++;
+            i = (size_t)(p - s->u.s) + x->n;
+        }
+        *out = vint(cps);
+        return 0;
+    }
+    if (!strcmp(name, "removeprefix") || !strcmp(name, "removesuffix")) {
+        int suffix = name[6] == 's';
+        if ((rc = want_str(R, x, "argument", line)) || (rc = starts_ends(R, s, x, suffix, line, &res)))
+            return rc;
+        *out = *s;
+        if (res) {
+            out->n -= x->n;
+            if (!suffix) out->u.s += x->n;
+        }
+        return 0;
+    }
+    if (!strcmp(name, "join")) {
+        const list_t *items;
+        buf_t b = {0};
+        if (!x) return srv_chat__fail(R, LLM_EINVAL, line, "join needs an argument");
+        rc = srv_chat__iterate(R, x, line, &items);
+        for (size_t i = 0; i < (rc ? 0 : items->n) && rc == 0; i++) {
+            if (items->v[i].t != SRV_CHAT__V_STR)
+                rc = srv_chat__fail(R, LLM_EINVAL, line, "sequence item %zu: expected str", i);
+            if (rc == 0 && i) rc = srv_chat__buf_put(R, &b, s->u.s, s->n, line);
+            if (rc == 0) rc = srv_chat__buf_put(R, &b, items->v[i].u.s, items->v[i].n, line);
+        }
+        if (rc == 0) rc = srv_chat__buf_to_str(R, &b, line, out);
+        free(b.s);
+        return rc;
+    }
+    if (!strcmp(name, "isdigit") || !strcmp(name, "isspace")) {
+        res = s->n > 0;
+        for (size_t i = 0, w; i < s->n && res; i += w) {
+            if (name[2] == 'd') {
+                w = 1;
+                res = s->u.s[i] >= '0' && s->u.s[i] <= '9';
+            } else {
+                res = (w = srv_chat__ws_at(s->u.s, s->n, i)) > 0;
+            }
+        }
+        *out = vbool(res);
+        return 0;
+    }
+    return srv_chat__fail(R, LLM_EINVAL, line, "unsupported string method '%s'", name);
+}
+
+static int dict_method(rctx_t *R, const val_t *d, const char *name, const args_t *a, int line,
+                       val_t *out) {
+    const srv_chat__dict_t *D = d->u.d;
+    if (!strcmp(name, "get")) {
+        const val_t *k = arg(a, 0, NULL), *def = arg(a, 1, NULL);
+        if (!k) return srv_chat__fail(R, LLM_EINVAL, line, "get needs a key");
+        const val_t *v = k->t == SRV_CHAT__V_STR ? srv_chat__dict_get(D, k->u.s, k->n) : NULL;
+        *out = v ? *v : def ? *def : (val_t){.t = SRV_CHAT__V_NONE};
+        return 0;
+    }
+    int which = !strcmp(name, "items") ? 0 : !strcmp(name, "keys") ? 1 : !strcmp(name, "values") ? 2 : -1;
+    if (which < 0) return srv_chat__fail(R, LLM_EINVAL, line, "unsupported dict method '%s'", name);
+    list_t *l = srv_chat__mklist(R, D->n, line);
+    if (!l) return R->err->code;
+    for (size_t i = 0; i < D->n; i++) {
+        val_t k = {.t = SRV_CHAT__V_STR, .n = D->kv[i].kn, .u.s = D->kv[i].k};
+        if (which == 0) {
+            list_t *pair = srv_chat__mklist(R, 2, line);
+            if (!pair) return R->err->code;
+            pair->v[0] = k;
+            pair->v[1] = D->kv[i].v;
+            l->v[i] = (val_t){.t = SRV_CHAT__V_LIST, .aux = 1, .u.l = pair};
+        } else {
+            l->v[i] = which == 1 ? k : D->kv[i].v;
+        }
+    }
+    *out = (val_t){.t = SRV_CHAT__V_LIST, .u.l = l};
+    return 0;
+}
+
+int srv_chat__method(rctx_t *R, const val_t *self, const char *name, const args_t *a, int line,
+                     val_t *out) {
+    switch (self->t) {
+    case SRV_CHAT__V_STR: return str_method(R, self, name, a, line, out);
+    case SRV_CHAT__V_DICT: return dict_method(R, self, name, a, line, out);
+    case SRV_CHAT__V_LOOP:
+        if (!strcmp(name, "cycle") && a->n > 0) {
+            *out = a->v[self->u.loop->index0 % a->n];
+            return 0;
+        }
+        break;
+    default: break;
+    }
+    return srv_chat__fail(R, LLM_EINVAL, line, "unsupported method '%s'", name);
+}
+
+/* ---- global functions ---- */
+
+static int fn_range(rctx_t *R, const args_t *a, int line, val_t *out) {
+    int64_t v[3] = {0, 0, 1};
+    if (a->n < 1 || a->n > 3 || a->nkw)
+        return srv_chat__fail(R, LLM_EINVAL, line, "range expects 1 to 3 integer arguments");
+    for (int i = 0; i < a->n; i++) {
+        int rc = want_int(R, &a->v[i], "range argument", line);
+        if (rc) return rc;
+    }
+    if (a->n == 1) v[1] = a->v[0].u.i;
+    else {
+        v[0] = a->v[0].u.i;
+        v[1] = a->v[1].u.i;
+        if (a->n == 3) v[2] = a->v[2].u.i;
+    }
+    if (v[2] == 0) return srv_chat__fail(R, LLM_EINVAL, line, "range() arg 3 must not be zero");
+    uint64_t count = 0;
+    if (v[2] > 0 && v[1] > v[0]) count = ((uint64_t)v[1] - (uint64_t)v[0] - 1) / (uint64_t)v[2] + 1;
+    if (v[2] < 0 && v[0] > v[1]) count = ((uint64_t)v[0] - (uint64_t)v[1] - 1) / ((uint64_t)(-(v[2] + 1)) + 1) + 1;
+    int rc = srv_chat__step(R, count, line);
+    if (rc) return rc;
+    list_t *l = srv_chat__mklist(R, (size_t)count, line);
+    if (!l) return R->err->code;
+    for (uint64_t i = 0; i < count; i++) l->v[i] = vint(v[0] + (int64_t)i * v[2]);
+    *out = (val_t){.t = SRV_CHAT__V_LIST, .u.l = l};
+    return 0;
+}
+
+static int fn_dict(rctx_t *R, int ns, const args_t *a, int line, val_t *out) {
+    srv_chat__dict_t *d = srv_chat__mkdict(R, (size_t)a->nkw + 4, line);
+    if (!d) return R->err->code;
+    int rc = 0;
+    if (a->n > 1 || (a->n == 1 && a->v[0].t != SRV_CHAT__V_DICT))
+        return srv_chat__fail(R, LLM_EINVAL, line, "%s() takes keyword arguments or one dict",
+                              ns ? "namespace" : "dict");
+    for (size_t i = 0; a->n == 1 && i < a->v[0].u.d->n && rc == 0; i++)
+        rc = srv_chat__dict_set(R, d, a->v[0].u.d->kv[i].k, a->v[0].u.d->kv[i].kn,
+                                &a->v[0].u.d->kv[i].v, line);
+    for (int i = 0; i < a->nkw && rc == 0; i++)
+        rc = srv_chat__dict_set(R, d, a->kwn[i], strlen(a->kwn[i]), &a->kwv[i], line);
+    *out = (val_t){.t = ns ? SRV_CHAT__V_NS : SRV_CHAT__V_DICT, .u.d = d};
+    return rc;
+}
+
+int srv_chat__func(rctx_t *R, int id, const char *name, const args_t *a, int line, val_t *out) {
+    switch (id) {
+    case SRV_CHAT__FN_RAISE: {
+        /* transformers raises TemplateError(message): the caller gets the text as is */
+        val_t s = {.t = SRV_CHAT__V_STR, .u.s = ""};
+        int rc = a->n > 0 ? srv_chat__to_str(R, &a->v[0], line, &s) : 0;
+        if (rc) return rc;
+        R->raised = 1;
+        return llm_err_set(R->err, LLM_EINVAL, "%.*s", (int)(s.n > 511 ? 511 : s.n), s.u.s);
+    }
+    case SRV_CHAT__FN_RANGE: return fn_range(R, a, line, out);
+    case SRV_CHAT__FN_NAMESPACE: return fn_dict(R, 1, a, line, out);
+    case SRV_CHAT__FN_DICT: return fn_dict(R, 0, a, line, out);
+    case SRV_CHAT__FN_STRFTIME: {
+        const val_t *fmt = arg(a, 0, NULL);
+        int rc = want_str(R, fmt, "strftime_now format", line);
+        if (rc) return rc;
+        char f[128], o[256];
+        if (fmt->n >= sizeof f) return srv_chat__fail(R, LLM_EINVAL, line, "strftime_now format too long");
+        memcpy(f, fmt->u.s, fmt->n);
+        f[fmt->n] = '\0';
+        time_t now = time(NULL);
+        struct tm tm;
+        if (!localtime_r(&now, &tm)) return srv_chat__fail(R, LLM_EINVAL, line, "localtime failed");
+        size_t k = strftime(o, sizeof o, f, &tm);
+        return srv_chat__mkstr(R, o, k, line, out);
+    }
+    default: return srv_chat__fail(R, LLM_EINVAL, line, "unsupported function '%s'", name);
+    }
+}

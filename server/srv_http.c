@@ -1,0 +1,497 @@
+/* srv_http.c: routes, auth, bodies, streaming (see srv_http.h). */
+#include "srv_http.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "srv_api.h"
+
+#if MHD_VERSION < 0x00097002
+typedef int mhd_result_t;
+#else
+typedef enum MHD_Result mhd_result_t;
+#endif
+
+struct srv_http_s {
+    struct MHD_Daemon *d;
+    srv_server_t *s;
+};
+
+/* Per-connection state, kept in MHD's con_cls. */
+typedef struct conn_s {
+    srv_server_t *s;
+    char *body;
+    size_t len, cap;
+    int too_large;
+    int status;            /* HTTP status sent (metrics) */
+    /* streaming */
+    srv_api_call_t call;
+    int has_call;
+    srv_api_sent_t *sent;
+    char *sbuf;
+    size_t slen, scap, soff;
+    uint64_t seen;         /* request version already turned into events */
+    int stream_done;
+    int recorded;          /* metrics recorded */
+} conn_t;
+
+/* ---- responses ---- */
+
+static mhd_result_t send_text(struct MHD_Connection *c, conn_t *cn, int status, const char *ctype,
+                              char *body /* taken */) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), body,
+                                                             MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(r, "Content-Type", ctype);
+    if (cn) cn->status = status;
+    mhd_result_t ret = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static mhd_result_t send_json(struct MHD_Connection *c, conn_t *cn, int status, char *body) {
+    if (!body) body = strdup("{}");
+    return send_text(c, cn, status, "application/json", body);
+}
+
+static mhd_result_t send_error(struct MHD_Connection *c, conn_t *cn, const srv_api_err_t *e) {
+    return send_json(c, cn, e->status, srv_api_error_json(e));
+}
+
+static mhd_result_t fail(struct MHD_Connection *c, conn_t *cn, int status, const char *type,
+                         const char *param, const char *code, const char *msg) {
+    srv_api_err_t e;
+    srv_api_fail(&e, status, type, param, code, "%s", msg);
+    return send_error(c, cn, &e);
+}
+
+/* ---- auth ---- */
+
+static int key_equal(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char d = (unsigned char)(la != lb);
+    for (size_t i = 0; i < la; i++) d |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
+    return d == 0;
+}
+
+static int authorized(srv_server_t *s, struct MHD_Connection *c) {
+    if (s->n_keys == 0) return 1;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0) return 0;
+    int ok = 0;
+    for (int i = 0; i < s->n_keys; i++) ok |= key_equal(h + 7, s->api_keys[i]);
+    return ok;
+}
+
+/* ---- metrics for a finished request ---- */
+
+static void record(conn_t *cn, int status) {
+    srv_server_t *s = cn->s;
+    if (cn->recorded || !s->met) return;
+    cn->recorded = 1;
+    if (!cn->has_call) {
+        srv_met_request_done(s->met, srv_met_adapter(s->met, NULL), status, 0, 0, -1, -1, -1);
+        return;
+    }
+    srv_request_t *r = cn->call.req;
+    pthread_mutex_lock(&r->mu);
+    double now = srv_now();
+    double queue = r->t_admitted > 0 ? r->t_admitted - r->t_arrival : now - r->t_arrival;
+    double ttft = r->t_first_token > 0 ? r->t_first_token - r->t_arrival : -1;
+    srv_met_request_done(s->met, r->metrics_adapter, status, r->prompt_tokens * r->n_per_prompt,
+                         r->completion_tokens, now - r->t_arrival, queue, ttft);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* ---- simple routes ---- */
+
+static mhd_result_t do_models(struct MHD_Connection *c, conn_t *cn) {
+    srv_server_t *s = cn->s;
+    cJSON *o = cJSON_CreateObject(), *data;
+    cJSON_AddStringToObject(o, "object", "list");
+    data = cJSON_AddArrayToObject(o, "data");
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "id", s->model_name);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", (double)s->created);
+    cJSON_AddStringToObject(m, "owned_by", "loramux");
+    cJSON_AddStringToObject(m, "root", s->cfg->model);
+    cJSON_AddNullToObject(m, "parent");
+    cJSON_AddNumberToObject(m, "max_model_len", s->model->cfg.max_pos);
+    cJSON_AddItemToArray(data, m);
+    int n = 0;
+    srv_reg_info_t *list = srv_reg_list(s->reg, &n);
+    for (int i = 0; i < n; i++) {
+        cJSON *a = cJSON_CreateObject();
+        cJSON_AddStringToObject(a, "id", list[i].name);
+        cJSON_AddStringToObject(a, "object", "model");
+        cJSON_AddNumberToObject(a, "created", (double)list[i].created);
+        cJSON_AddStringToObject(a, "owned_by", "loramux");
+        cJSON_AddStringToObject(a, "root", list[i].path);
+        cJSON_AddStringToObject(a, "parent", s->model_name);
+        cJSON_AddStringToObject(a, "method", adp_method_name(list[i].method));
+        cJSON_AddNumberToObject(a, "rank", list[i].rank_max);
+        cJSON_AddItemToArray(data, a);
+    }
+    free(list);
+    char *js = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return send_json(c, cn, 200, js);
+}
+
+static mhd_result_t do_metrics(struct MHD_Connection *c, conn_t *cn) {
+    srv_server_t *s = cn->s;
+    if (s->ready) {
+        srv_engine_stats_t st;
+        srv_engine_stats(s->eng, &st);
+        int na = 0;
+        size_t bytes = 0;
+        srv_reg_stats(s->reg, &na, &bytes);
+        srv_met_gauges(s->met, st.running, st.waiting, st.kv_used, st.kv_total, na,
+                       (long long)bytes);
+    }
+    char *text = srv_met_render(s->met);
+    if (!text) return fail(c, cn, 500, "server_error", NULL, NULL, "out of memory");
+    return send_text(c, cn, 200, "text/plain; version=0.0.4; charset=utf-8", text);
+}
+
+static mhd_result_t do_load(struct MHD_Connection *c, conn_t *cn, int unload) {
+    srv_server_t *s = cn->s;
+    if (!s->cfg->allow_adapter_loading)
+        return fail(c, cn, 403, "permission_error", NULL, NULL,
+                    "adapter loading is disabled (allow_adapter_loading is false)");
+    cJSON *root = cJSON_ParseWithLength(cn->body ? cn->body : "", cn->len);
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(root, "lora_name");
+    const cJSON *path = cJSON_GetObjectItemCaseSensitive(root, "lora_path");
+    mhd_result_t ret;
+    if (!root || !cJSON_IsObject(root)) {
+        ret = fail(c, cn, 400, "invalid_request_error", NULL, NULL, "the body is not a JSON object");
+    } else if (!cJSON_IsString(name)) {
+        ret = fail(c, cn, 400, "invalid_request_error", "lora_name", NULL,
+                   "'lora_name' is required and must be a string");
+    } else if (unload) {
+        char msg[300];
+        if (srv_reg_unload(s->reg, name->valuestring) == 0) {
+            snprintf(msg, sizeof msg, "Success: LoRA adapter '%s' removed successfully.",
+                     name->valuestring);
+            ret = send_text(c, cn, 200, "text/plain", strdup(msg));
+        } else {
+            snprintf(msg, sizeof msg, "The lora adapter '%s' cannot be found.",
+                     name->valuestring);
+            ret = fail(c, cn, 404, "not_found_error", "lora_name", "model_not_found", msg);
+        }
+    } else if (!cJSON_IsString(path)) {
+        ret = fail(c, cn, 400, "invalid_request_error", "lora_path", NULL,
+                   "'lora_path' is required and must be a string");
+    } else {
+        llm_error_t err = {0};
+        int rc = srv_reg_load(s->reg, name->valuestring, path->valuestring, &err);
+        if (rc == 0) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "Success: LoRA adapter '%s' added successfully.",
+                     name->valuestring);
+            ret = send_text(c, cn, 200, "text/plain", strdup(msg));
+        } else if (rc == LLM_ENOTFOUND) {
+            ret = fail(c, cn, 404, "not_found_error", "lora_path", NULL, err.msg);
+        } else {
+            ret = fail(c, cn, 400, "invalid_request_error",
+                       strstr(err.msg, "name") ? "lora_name" : "lora_path", NULL, err.msg);
+        }
+    }
+    cJSON_Delete(root);
+    return ret;
+}
+
+/* ---- completions ---- */
+
+/* Whether the peer closed the connection (checked while a non-streaming request waits). */
+static int peer_gone(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return 0;
+    struct pollfd p = {.fd = ci->connect_fd, .events = POLLIN | POLLRDHUP};
+    if (poll(&p, 1, 0) <= 0) return 0;
+    if (p.revents & (POLLHUP | POLLERR | POLLRDHUP)) return 1;
+    char b;
+    ssize_t n = recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0;
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
+    conn_t *cn = cls;
+    srv_request_t *r = cn->call.req;
+    (void)pos;
+    for (;;) {
+        if (cn->soff < cn->slen) {
+            size_t n = cn->slen - cn->soff;
+            if (n > max) n = max;
+            memcpy(buf, cn->sbuf + cn->soff, n);
+            cn->soff += n;
+            return (ssize_t)n;
+        }
+        if (cn->stream_done) {
+            record(cn, 200);
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        }
+        pthread_mutex_lock(&r->mu);
+        while (r->version == cn->seen) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+        }
+        cn->seen = r->version;
+        cn->slen = cn->soff = 0;
+        cn->stream_done = srv_api_stream_events(cn->s, &cn->call, cn->sent, &cn->sbuf, &cn->slen,
+                                                &cn->scap);
+        pthread_mutex_unlock(&r->mu);
+    }
+}
+
+static void stream_free(void *cls) {
+    conn_t *cn = cls;
+    /* The response is gone: finished, or the client disconnected mid-stream. */
+    if (!cn->stream_done) {
+        srv_engine_cancel(cn->s->eng, cn->call.req);
+        record(cn, 499); /* nginx's "client closed request" */
+    }
+}
+
+static mhd_result_t do_completion(struct MHD_Connection *c, conn_t *cn, int is_chat) {
+    srv_server_t *s = cn->s;
+    srv_api_err_t e;
+    int rc = srv_api_parse(s, is_chat, cn->body ? cn->body : "", cn->len, &cn->call, &e);
+    cn->has_call = cn->call.req != NULL;
+    if (rc) return send_error(c, cn, &e);
+    srv_request_t *r = cn->call.req;
+    r->metrics_adapter = srv_met_adapter(s->met, r->adapters.n ? r->adapters.a[0]->name : NULL);
+    rc = srv_engine_submit(s->eng, r);
+    if (rc == LLM_EFULL)
+        return fail(c, cn, 429, "rate_limit_error", NULL, "queue_full",
+                    "the server is at capacity (request queue full); retry later");
+    if (rc == LLM_ERANGE)
+        return fail(c, cn, 400, "invalid_request_error", "max_tokens", NULL,
+                    "the request needs more KV cache than the server has (lower max_tokens or n)");
+    if (rc)
+        return fail(c, cn, 503, "unavailable_error", NULL, NULL, "the server is shutting down");
+
+    if (r->stream) {
+        cn->sent = calloc((size_t)r->n_choices, sizeof *cn->sent);
+        if (!cn->sent) {
+            srv_engine_cancel(s->eng, r);
+            return fail(c, cn, 500, "server_error", NULL, NULL, "out of memory");
+        }
+        struct MHD_Response *resp =
+            MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, cn,
+                                              stream_free);
+        MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+        MHD_add_response_header(resp, "Cache-Control", "no-cache");
+        cn->status = 200;
+        mhd_result_t ret = MHD_queue_response(c, 200, resp);
+        MHD_destroy_response(resp);
+        return ret;
+    }
+    /* Non-streaming: wait here (this connection's own thread), watching for a hang-up. */
+    pthread_mutex_lock(&r->mu);
+    while (r->n_done < r->n_choices) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+        if (r->n_done < r->n_choices && peer_gone(c)) {
+            pthread_mutex_unlock(&r->mu);
+            srv_engine_cancel(s->eng, r);
+            record(cn, 499);
+            return MHD_NO; /* closes the connection */
+        }
+    }
+    int err_status = r->error_status;
+    char err_msg[sizeof r->error_msg];
+    snprintf(err_msg, sizeof err_msg, "%s", r->error_msg);
+    int aborted = 0;
+    for (int i = 0; i < r->n_choices; i++)
+        aborted |= r->choices[i].finish_reason && !strcmp(r->choices[i].finish_reason, "abort");
+    pthread_mutex_unlock(&r->mu);
+    if (err_status) return fail(c, cn, err_status, "server_error", NULL, NULL, err_msg);
+    if (aborted)
+        return s->draining
+                   ? fail(c, cn, 503, "unavailable_error", NULL, NULL,
+                          "the request was cancelled: the server is shutting down")
+                   : fail(c, cn, 504, "timeout_error", NULL, NULL,
+                          "the request did not finish within request_timeout");
+    return send_json(c, cn, 200, srv_api_response(s, &cn->call));
+}
+
+/* ---- dispatch ---- */
+
+static mhd_result_t route(struct MHD_Connection *c, conn_t *cn, const char *url,
+                          const char *method) {
+    srv_server_t *s = cn->s;
+    int get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+    int post = !strcmp(method, "POST");
+    if (!strcmp(url, "/health")) {
+        if (!get) goto not_allowed;
+        return send_json(c, cn, 200, strdup("{\"status\":\"ok\"}"));
+    }
+    if (!strcmp(url, "/ready")) {
+        if (!get) goto not_allowed;
+        if (s->ready && !s->draining) return send_json(c, cn, 200, strdup("{\"status\":\"ready\"}"));
+        return fail(c, cn, 503, "unavailable_error", NULL, NULL,
+                    s->draining ? "draining: the server is shutting down"
+                                : "loading: the model is not ready yet");
+    }
+    if (!strcmp(url, "/metrics")) {
+        if (!get) goto not_allowed;
+        return do_metrics(c, cn);
+    }
+    int is_api = !strncmp(url, "/v1/", 4);
+    if (!is_api) return fail(c, cn, 404, "not_found_error", NULL, NULL, "no such route");
+    if (!authorized(s, c))
+        return fail(c, cn, 401, "authentication_error", NULL, "invalid_api_key",
+                    "missing or invalid API key (Authorization: Bearer KEY)");
+    if (cn->too_large)
+        return fail(c, cn, 413, "invalid_request_error", NULL, "request_too_large",
+                    "the request body is larger than max_body_bytes");
+    if (s->draining)
+        return fail(c, cn, 503, "unavailable_error", NULL, NULL, "the server is shutting down");
+    if (!s->ready)
+        return fail(c, cn, 503, "unavailable_error", NULL, NULL,
+                    "the model is still loading; retry when /ready says ready");
+    if (!strcmp(url, "/v1/models")) {
+        if (!get) goto not_allowed;
+        return do_models(c, cn);
+    }
+    if (!strcmp(url, "/v1/completions") || !strcmp(url, "/v1/chat/completions")) {
+        if (!post) goto not_allowed;
+        return do_completion(c, cn, !strcmp(url, "/v1/chat/completions"));
+    }
+    if (!strcmp(url, "/v1/load_lora_adapter") || !strcmp(url, "/v1/unload_lora_adapter")) {
+        if (!post) goto not_allowed;
+        return do_load(c, cn, !strcmp(url, "/v1/unload_lora_adapter"));
+    }
+    return fail(c, cn, 404, "not_found_error", NULL, NULL, "no such route");
+not_allowed:
+    return fail(c, cn, 405, "invalid_request_error", NULL, NULL, "method not allowed");
+}
+
+static mhd_result_t on_request(void *cls, struct MHD_Connection *c, const char *url,
+                               const char *method, const char *version, const char *upload,
+                               size_t *upload_size, void **con_cls) {
+    srv_server_t *s = cls;
+    conn_t *cn = *con_cls;
+    (void)version;
+    if (!cn) { /* first call: headers only */
+        cn = calloc(1, sizeof *cn);
+        if (!cn) return MHD_NO;
+        cn->s = s;
+        *con_cls = cn;
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        if (cl && strtoll(cl, NULL, 10) > s->cfg->max_body_bytes) cn->too_large = 1;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!cn->too_large) {
+            if (cn->len + *upload_size > (size_t)s->cfg->max_body_bytes) {
+                cn->too_large = 1;
+            } else {
+                if (cn->len + *upload_size + 1 > cn->cap) {
+                    size_t cap = cn->cap ? cn->cap * 2 : 4096;
+                    while (cap < cn->len + *upload_size + 1) cap *= 2;
+                    char *nb = realloc(cn->body, cap);
+                    if (!nb) return MHD_NO;
+                    cn->body = nb;
+                    cn->cap = cap;
+                }
+                memcpy(cn->body + cn->len, upload, *upload_size);
+                cn->len += *upload_size;
+                cn->body[cn->len] = '\0';
+            }
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    return route(c, cn, url, method);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    conn_t *cn = *con_cls;
+    (void)cls;
+    (void)c;
+    if (!cn) return;
+    if (cn->has_call && cn->call.req && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+        int finished;
+        pthread_mutex_lock(&cn->call.req->mu);
+        finished = cn->call.req->n_done == cn->call.req->n_choices;
+        pthread_mutex_unlock(&cn->call.req->mu);
+        if (!finished) srv_engine_cancel(cn->s->eng, cn->call.req);
+    }
+    record(cn, cn->status ? cn->status : 499);
+    if (cn->has_call) srv_api_call_deinit(&cn->call);
+    free(cn->sent);
+    free(cn->sbuf);
+    free(cn->body);
+    free(cn);
+    *con_cls = NULL;
+}
+
+/* ---- public API ---- */
+
+int srv_http_start(srv_server_t *s, srv_http_t **out, llm_error_t *err) {
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    char port[16];
+    snprintf(port, sizeof port, "%d", s->cfg->port);
+    int gai = getaddrinfo(s->cfg->host, port, &hints, &ai);
+    if (gai != 0)
+        return llm_err_set(err, LLM_EINVAL, "host \"%s\": %s", s->cfg->host, gai_strerror(gai));
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_USE_ERROR_LOG | MHD_USE_ITC;
+    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    srv_http_t *h = calloc(1, sizeof *h);
+    if (!h) {
+        freeaddrinfo(ai);
+        return llm_err_set(err, LLM_ENOMEM, "out of memory");
+    }
+    h->s = s;
+    h->d = MHD_start_daemon(flags, (uint16_t)s->cfg->port, NULL, NULL, on_request, s,
+                            MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)0,
+                            MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (!h->d) {
+        free(h);
+        return llm_err_set(err, -EADDRINUSE, "cannot listen on %s:%d (%s)", s->cfg->host,
+                           s->cfg->port, strerror(errno ? errno : EADDRINUSE));
+    }
+    *out = h;
+    return 0;
+}
+
+void srv_http_quiesce(srv_http_t *h) {
+    if (h && h->d) {
+        MHD_socket fd = MHD_quiesce_daemon(h->d);
+        if (fd != MHD_INVALID_SOCKET) close(fd);
+    }
+}
+
+void srv_http_stop(srv_http_t *h) {
+    if (!h) return;
+    if (h->d) MHD_stop_daemon(h->d);
+    free(h);
+}

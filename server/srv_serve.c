@@ -1,0 +1,183 @@
+/* srv_serve.c: `loramux serve`: start-up order, signals and graceful shutdown.
+ *
+ * Order: configuration → HTTP listening (so /health answers at once) → model, tokenizer, chat
+ * template, adapters → engine with a warm-up step → ready. SIGTERM/SIGINT: /ready turns 503,
+ * new requests get 503, running ones get up to shutdown_grace seconds to finish; what is left
+ * is cancelled; exit 0.
+ */
+#include "srv_serve.h"
+
+#include <cblas.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "srv_http.h"
+#include "srv_server.h"
+
+extern char **environ;
+
+static srv_log_level_t g_level = SRV_LOG_INFO;
+
+static void logf_(srv_log_level_t lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void logf_(srv_log_level_t lvl, const char *fmt, ...) {
+    static const char *const names[] = {"error", "warn", "info", "debug"};
+    if (lvl > g_level) return;
+    char ts[32];
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s loramux %s: ", ts, names[lvl]);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static int read_keys(srv_server_t *s, const srv_config_t *cfg, llm_error_t *err) {
+    s->api_keys = calloc(1024, sizeof(char *));
+    if (!s->api_keys) return LLM_ENOMEM;
+    if (cfg->api_key[0]) s->api_keys[s->n_keys++] = strdup(cfg->api_key);
+    if (cfg->api_key_file[0]) {
+        FILE *f = fopen(cfg->api_key_file, "r");
+        if (!f) return llm_err_set(err, LLM_ENOTFOUND, "api_key_file %s: cannot read",
+                                   cfg->api_key_file);
+        char line[1024];
+        while (fgets(line, sizeof line, f) && s->n_keys < 1024) {
+            line[strcspn(line, "\r\n")] = '\0';
+            if (line[0] && line[0] != '#') s->api_keys[s->n_keys++] = strdup(line);
+        }
+        fclose(f);
+    }
+    return 0;
+}
+
+static int32_t kv_blocks(const srv_config_t *cfg, const core_model_config_t *mc) {
+    const double per_block = (double)mc->n_layers * 2 * CORE_KV_BLOCK * mc->n_kv_heads *
+                             mc->head_dim * sizeof(float);
+    if (cfg->kv_cache_mb > 0) return (int32_t)(cfg->kv_cache_mb * 1048576.0 / per_block);
+    double want = (double)cfg->max_running * core_kv_blocks_for(mc->max_pos);
+    /* at most a quarter of the machine's memory */
+    double phys = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    double cap = phys / 4 / per_block;
+    return (int32_t)(want < cap ? want : cap);
+}
+
+int srv_serve_main(int argc, char **argv) {
+    srv_config_t cfg;
+    llm_error_t err = {0};
+    int rc = srv_cfg_load(argc, argv, environ, &cfg, &err);
+    if (rc == 1) return 0;
+    if (rc) {
+        fprintf(stderr, "loramux serve: %s\n", err.msg);
+        return 2;
+    }
+    g_level = cfg.log_level;
+    int threads = cfg.threads > 0 ? cfg.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    openblas_set_num_threads(threads);
+
+    /* Signals are taken by sigwait below; every thread started from here inherits the mask. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    srv_server_t s = {.cfg = &cfg, .created = time(NULL), .model_name = cfg.model_name};
+    srv_http_t *http = NULL;
+    int exit_code = 1;
+    s.met = srv_met_create(cfg.metrics_adapter_labels);
+    if (!s.met || read_keys(&s, &cfg, &err)) {
+        logf_(SRV_LOG_ERROR, "%s", err.msg[0] ? err.msg : "out of memory");
+        goto out;
+    }
+    if (srv_http_start(&s, &http, &err)) {
+        logf_(SRV_LOG_ERROR, "%s", err.msg);
+        goto out;
+    }
+    logf_(SRV_LOG_INFO, "listening on http://%s:%d (auth %s)", cfg.host, cfg.port,
+          s.n_keys ? "on" : "off");
+
+    double t0 = srv_now();
+    if (core_model_load(cfg.model, &s.model, &err) || tok_load(cfg.model, &s.tok, &err)) {
+        logf_(SRV_LOG_ERROR, "%s", err.msg);
+        goto out;
+    }
+    logf_(SRV_LOG_INFO, "model %s (%s, %d layers, hidden %d, vocab %d, context %d) loaded in "
+          "%.2f s; served as \"%s\"", cfg.model, s.model->cfg.arch_name, s.model->cfg.n_layers,
+          s.model->cfg.hidden_size, s.model->cfg.vocab_size, s.model->cfg.max_pos,
+          srv_now() - t0, s.model_name);
+    if (srv_chat_load(cfg.model, &s.chat, &err)) {
+        snprintf(s.chat_error, sizeof s.chat_error, "%s", err.msg);
+        logf_(SRV_LOG_WARN, "chat completions unavailable: %s", err.msg);
+        s.chat = NULL;
+    }
+    s.reg = srv_reg_create(s.model, s.model_name);
+    srv_req_set_adapter_release(srv_reg_release);
+    if (!s.reg) goto out;
+    if (cfg.adapter_dir[0]) {
+        if (srv_reg_load_dir(s.reg, cfg.adapter_dir, &err)) {
+            logf_(SRV_LOG_ERROR, "%s", err.msg);
+            goto out;
+        }
+        int n;
+        size_t bytes;
+        srv_reg_stats(s.reg, &n, &bytes);
+        /* adapters present at start-up get the first per-adapter metric labels */
+        srv_reg_info_t *list = srv_reg_list(s.reg, &n);
+        for (int i = 0; list && i < n; i++) srv_met_adapter(s.met, list[i].name);
+        free(list);
+        logf_(SRV_LOG_INFO, "%d adapters loaded from %s (%.1f MB)", n, cfg.adapter_dir,
+              bytes / 1e6);
+    }
+    srv_engine_opts_t eo = {.max_running = cfg.max_running,
+                            .max_step_tokens = cfg.max_step_tokens,
+                            .max_queue = cfg.max_queue,
+                            .kv_blocks = kv_blocks(&cfg, &s.model->cfg),
+                            .max_adapters_per_step = cfg.max_adapters_per_step};
+    if (srv_engine_start(s.model, s.tok, s.met, &eo, &s.eng, &err)) {
+        logf_(SRV_LOG_ERROR, "%s", err.msg);
+        goto out;
+    }
+    logf_(SRV_LOG_INFO, "engine ready: max_running %d, step budget %d tokens, KV cache %d "
+          "blocks of %d positions, %d compute threads", eo.max_running, eo.max_step_tokens,
+          eo.kv_blocks, CORE_KV_BLOCK, threads);
+    s.ready = 1;
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    logf_(SRV_LOG_INFO, "%s: draining (up to %.0f s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+          cfg.shutdown_grace);
+    s.draining = 1;
+    srv_engine_drain(s.eng);
+    srv_http_quiesce(http);
+    double deadline = srv_now() + cfg.shutdown_grace;
+    while (srv_engine_active(s.eng) > 0 && srv_now() < deadline) usleep(20 * 1000);
+    int left = srv_engine_active(s.eng);
+    if (left) logf_(SRV_LOG_WARN, "cancelling %d unfinished requests", left);
+    srv_engine_stop(s.eng); /* aborts what is left; waiting connections finish */
+    s.eng = NULL;
+    usleep(100 * 1000);     /* let connection threads write their last bytes */
+    exit_code = 0;
+out:
+    srv_http_stop(http);
+    srv_engine_stop(s.eng);
+    srv_reg_free(s.reg);
+    srv_chat_free(s.chat);
+    tok_free(s.tok);
+    core_model_free(s.model);
+    srv_met_free(s.met);
+    for (int i = 0; i < s.n_keys; i++) free(s.api_keys[i]);
+    free(s.api_keys);
+    srv_cfg_deinit(&cfg);
+    if (exit_code == 0) logf_(SRV_LOG_INFO, "stopped");
+    return exit_code;
+}
