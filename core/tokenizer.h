@@ -1,6 +1,6 @@
 /* tokenizer.h: HuggingFace tokenizer.json BPE tokenizers (encode and streaming-safe decode).
  *
- * Supported: BPE models in two families.
+ * Supported: BPE models in two families (normalizers: Prepend, Replace, NFC, NFD).
  *  - sentencepiece style (Llama 2, TinyLlama, Phi-3, stories260K): normalizer Prepend/Replace
  *    "▁" (or the legacy Metaspace pre-tokenizer), byte_fallback (<0xNN> pieces).
  *  - byte-level (GPT-2, Llama 3, Qwen2, SmolLM): ByteLevel pre-tokenizer and/or Split with the

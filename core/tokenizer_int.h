@@ -92,16 +92,16 @@ void tok__bytelevel_tables(uint32_t fwd[256], int16_t rev[TOK_BL_NCP]);
 
 /* ---- Unicode normalization (tokenizer_nfc.c) ---- */
 
-/* Appends the NFC (compose != 0) or NFD form of the valid UTF-8 text s[0..n) to out: canonical
+/* Appends the NFC (do_compose != 0) or NFD form of the valid UTF-8 text s[0..n) to out: canonical
  * decomposition, canonical ordering and, for NFC, canonical composition (Hangul included,
  * composition exclusions honoured), as Python's unicodedata.normalize() and the
  * unicode-normalization crate HF tokenizers uses. Already-normalized stretches (all of ASCII)
  * are copied after a quick check; the rest is normalized chunk by chunk, so the cost is O(n)
  * (no Stream-Safe limit is applied, as neither reference applies one).
  * s is normally valid UTF-8 (tok_encode checks); a stray invalid byte is copied unchanged and
- * nothing combines across it. Never reads past s[n - 1].
+ * nothing combines across it. Never reads past s[n - 1]. No shared state: any thread.
  * Returns 0, or LLM_ENOMEM (out may then hold a partial result; callers discard it). */
-int tok__unorm(const char *s, size_t n, int compose, tok__buf_t *out);
+int tok__unorm(const char *s, size_t n, int do_compose, tok__buf_t *out);
 
 /* Generated tables (tokenizer_unicode_tables.c), each sorted ascending; see the generator's
  * docstring. prop: cp << 11 | flags << 8 | ccc for every code point with ccc != 0, a canonical

@@ -205,8 +205,9 @@ static int normalize_chunk(scratch_t *sc, const char *s, size_t n, int do_compos
     if (rc || (rc = canonical_order(sc))) return rc;
     if (do_compose) compose(sc);
     if (sc->n > SIZE_MAX / 4 || tok__buf_reserve(out, sc->n * 4)) return LLM_ENOMEM;
-    for (size_t i = 0; i < sc->n; i++) out->len += (size_t)tok__utf8_encode(sc->v[i].cp,
-                                                                            out->p + out->len);
+    char *o = out->p + out->len;
+    for (size_t i = 0; i < sc->n; i++) o += tok__utf8_encode(sc->v[i].cp, o);
+    out->len = (size_t)(o - out->p);
     out->p[out->len] = '\0';
     return 0;
 }
@@ -216,14 +217,13 @@ static int normalize_chunk(scratch_t *sc, const char *s, size_t n, int do_compos
 /* Decodes the character at s[i] (n bytes in all) for the scan: *info its properties, *bad
  * whether it fails the quick check on its own. An invalid byte is reported as length 1 with
  * *inval set; it is copied through unchanged. */
-static uint32_t scan_char(const char *s, size_t n, size_t i, int do_compose, int *cl,
-                          uint32_t *info, int *bad, int *inval) {
+static void scan_char(const char *s, size_t n, size_t i, int do_compose, int *cl,
+                      uint32_t *info, int *bad, int *inval) {
     uint32_t cp = tok__utf8_decode(s + i, n - i, cl);
     *inval = *cl == 1 && cp >= 0x80;
     *info = *inval ? 0 : prop(cp);
     if (do_compose) *bad = (FLAGS(*info) & (TOK_UC_QC_NO | TOK_UC_QC_MAYBE)) != 0;
     else *bad = (FLAGS(*info) & TOK_UC_DECOMP) || is_hangul_s(cp);
-    return cp;
 }
 
 int tok__unorm(const char *s, size_t n, int do_compose, tok__buf_t *out) {

@@ -90,7 +90,7 @@ int tok__norm_load(tok_tokenizer_t *tok, const cJSON *o, const char *where, llm_
     } else if (strcmp(type, "NFC") == 0 || strcmp(type, "NFD") == 0) { /* Qwen2 has NFC */
         static const char *const keys[] = {"type", NULL};
         if ((rc = tok__json_keys(path, o, where, keys, err))) return rc;
-        n->type = type[2] == 'C' ? TOK_NORM_NFC : TOK_NORM_NFD;
+        n->type = strcmp(type, "NFC") == 0 ? TOK_NORM_NFC : TOK_NORM_NFD;
     } else {
         return llm_err_set(err, LLM_EUNSUPPORTED,
                            "%s: field \"%s.type\": normalizer \"%s\" is not supported (only "

@@ -4,6 +4,7 @@
  *
  * The Llama-3 and Qwen2 tokenizer.json files are built here, in a temporary directory, from the
  * fixtures' encoder.json + vocab.bpe and qwen.tiktoken (see build_llama3 / build_qwen2).
+ * The NFC / NFD tests compare with strings recorded from Python's unicodedata.normalize().
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -23,9 +24,9 @@
 
 /* ---- fixtures shared by the tests (loaded once by the group setup) ---- */
 
-enum { T_TINYLLAMA, T_PHI3, T_GPT2, T_LLAMA3, T_QWEN2, T_STORIES, T_N };
+enum { T_TINYLLAMA, T_PHI3, T_GPT2, T_LLAMA3, T_QWEN2, T_STORIES, T_SMOLLM, T_N };
 static const char *const T_NAME[T_N] = {"tinyllama", "phi3", "gpt2", "llama3", "qwen2",
-                                        "stories260K"};
+                                        "stories260K", "smollm"};
 
 typedef struct vectors_s {
     char **text;
@@ -36,6 +37,9 @@ typedef struct vectors_s {
 static struct {
     char *tmpdir;
     tok_tokenizer_t *tok[T_N];
+    tok_tokenizer_t *meta_first;  /* TinyLlama vocab, legacy Metaspace(prepend_scheme first) */
+    tok_tokenizer_t *meta_legacy; /* TinyLlama vocab, Metaspace(add_prefix_space) + decoder */
+    tok_tokenizer_t *gpt2_nfd;    /* GPT-2 with a Sequence([NFD]) normalizer */
     vectors_t vec;
 } g;
 
@@ -482,7 +486,7 @@ static int build_qwen2(const char *dir) {
     cJSON_AddItemToArray(added, added_token(151643, "<|endoftext|>"));
     cJSON_AddItemToArray(added, added_token(151644, "<|im_start|>"));
     cJSON_AddItemToArray(added, added_token(151645, "<|im_end|>"));
-    cJSON_AddNullToObject(root, "normalizer"); /* HF's Qwen2 file has NFC; see the report */
+    cJSON_AddItemToObject(root, "normalizer", cJSON_Parse("{\"type\":\"NFC\"}")); /* as HF's */
     cJSON_AddItemToObject(root, "pre_tokenizer", split_bytelevel(RE_QWEN2));
     cJSON_AddNullToObject(root, "post_processor");
     cJSON_AddItemToObject(root, "decoder", bytelevel_decoder());
@@ -497,6 +501,44 @@ static int build_qwen2(const char *dir) {
                  : -1;
     cJSON_Delete(root);
     cJSON_Delete(cfg);
+    return rc;
+}
+
+/* The TinyLlama tokenizer.json with its normalizer replaced by a Metaspace pre-tokenizer (the
+ * layout of older Llama / Mistral files) and the given decoder. */
+static int build_metaspace(const char *dir, const char *name, const char *pre, const char *dec) {
+    char *js = tu_read_file(tu_fixture_path("tinyllama-tokenizer-json/tokenizer.json"), NULL);
+    if (!js) return -1;
+    cJSON *root = cJSON_Parse(js);
+    free(js);
+    if (!root) return -1;
+    cJSON_ReplaceItemInObject(root, "normalizer", cJSON_CreateNull());
+    cJSON_ReplaceItemInObject(root, "pre_tokenizer", cJSON_Parse(pre));
+    cJSON_ReplaceItemInObject(root, "decoder", cJSON_Parse(dec));
+    char sub[4200], cmd[4300];
+    snprintf(sub, sizeof sub, "%s/%s", dir, name);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", sub);
+    int rc = system(cmd) == 0 && write_json(sub, "tokenizer.json", root) == 0 ? 0 : -1;
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* The GPT-2 tokenizer.json with a Sequence([NFD]) normalizer: byte-level, so decode(encode(s))
+ * shows the normalized text. */
+static int build_gpt2_nfd(const char *dir) {
+    char *js = tu_read_file(tu_fixture_path("gpt2-tokenizer-json/tokenizer.json"), NULL);
+    if (!js) return -1;
+    cJSON *root = cJSON_Parse(js);
+    free(js);
+    if (!root) return -1;
+    cJSON_ReplaceItemInObject(root, "normalizer",
+                              cJSON_Parse("{\"type\":\"Sequence\",\"normalizers\":"
+                                          "[{\"type\":\"NFD\"}]}"));
+    char sub[4200], cmd[4300];
+    snprintf(sub, sizeof sub, "%s/gpt2_nfd", dir);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", sub);
+    int rc = system(cmd) == 0 && write_json(sub, "tokenizer.json", root) == 0 ? 0 : -1;
+    cJSON_Delete(root);
     return rc;
 }
 
@@ -516,8 +558,22 @@ static int group_setup(void **state) {
         return -1;
     }
     if (!(g.tmpdir = tu_mkdtemp())) return -1;
-    if (build_llama3(g.tmpdir) != 0 || build_qwen2(g.tmpdir) != 0) {
-        fprintf(stderr, "cannot build the Llama-3 / Qwen2 tokenizer.json files\n");
+    static const char spm_dec[] =
+        "{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"Replace\",\"pattern\":{\"String\":"
+        "\"\u2581\"},\"content\":\" \"},{\"type\":\"ByteFallback\"},{\"type\":\"Fuse\"},"
+        "{\"type\":\"Strip\",\"content\":\" \",\"start\":1,\"stop\":0}]}";
+    if (build_llama3(g.tmpdir) != 0 || build_qwen2(g.tmpdir) != 0 ||
+        build_gpt2_nfd(g.tmpdir) != 0 ||
+        build_metaspace(g.tmpdir, "meta_first",
+                        "{\"type\":\"Metaspace\",\"replacement\":\"\u2581\","
+                        "\"prepend_scheme\":\"first\",\"split\":false}", spm_dec) != 0 ||
+        build_metaspace(g.tmpdir, "meta_legacy",
+                        "{\"type\":\"Metaspace\",\"replacement\":\"\u2581\","
+                        "\"add_prefix_space\":true}",
+                        "{\"type\":\"Metaspace\",\"replacement\":\"\u2581\","
+                        "\"add_prefix_space\":true}") != 0) {
+        fprintf(stderr, "cannot build the Llama-3 / Qwen2 / Metaspace / NFD tokenizer.json "
+                        "files\n");
         return -1;
     }
     char d3[4200], dq[4200];
@@ -526,14 +582,26 @@ static int group_setup(void **state) {
     if (load_dir(T_TINYLLAMA, tu_fixture_path("tinyllama-tokenizer-json")) ||
         load_dir(T_PHI3, tu_fixture_path("phi3-mini-tokenizer-json")) ||
         load_dir(T_GPT2, tu_fixture_path("gpt2-tokenizer-json")) || load_dir(T_LLAMA3, d3) ||
-        load_dir(T_QWEN2, dq) || load_dir(T_STORIES, tu_fixture_path("stories260K-hf")))
+        load_dir(T_QWEN2, dq) || load_dir(T_STORIES, tu_fixture_path("stories260K-hf")) ||
+        load_dir(T_SMOLLM, tu_fixture_path("smollm-135m-instruct-lora-qv-r16")))
         return -1;
+    llm_error_t err;
+    char dm[4200];
+    snprintf(dm, sizeof dm, "%s/meta_first", g.tmpdir);
+    if (tok_load(dm, &g.meta_first, &err)) return fprintf(stderr, "%s\n", err.msg), -1;
+    snprintf(dm, sizeof dm, "%s/meta_legacy", g.tmpdir);
+    if (tok_load(dm, &g.meta_legacy, &err)) return fprintf(stderr, "%s\n", err.msg), -1;
+    snprintf(dm, sizeof dm, "%s/gpt2_nfd", g.tmpdir);
+    if (tok_load(dm, &g.gpt2_nfd, &err)) return fprintf(stderr, "%s\n", err.msg), -1;
     return 0;
 }
 
 static int group_teardown(void **state) {
     (void)state;
     for (int i = 0; i < T_N; i++) tok_free(g.tok[i]);
+    tok_free(g.meta_first);
+    tok_free(g.meta_legacy);
+    tok_free(g.gpt2_nfd);
     free_vectors(&g.vec);
     if (g.tmpdir) tu_rm_rf(g.tmpdir);
     free(g.tmpdir);
@@ -544,8 +612,8 @@ static int group_teardown(void **state) {
 
 static void test_vectors_tinyllama(void **state) {
     (void)state;
-    assert_int_equal(check_vectors(g.tok[T_TINYLLAMA], "tinyllama", "ggml-vocab-llama-spm.gguf.out"),
-                     0);
+    assert_int_equal(
+        check_vectors(g.tok[T_TINYLLAMA], "tinyllama", "ggml-vocab-llama-spm.gguf.out"), 0);
 }
 
 static void test_vectors_phi3(void **state) {
@@ -632,8 +700,8 @@ static void test_stories260k(void **state) {
     cJSON *prefix = cJSON_GetObjectItem(j, "published_text_ids_prefix");
     cJSON *all = cJSON_GetObjectItem(j, "ids");
     const char *all_text = cJSON_GetObjectItem(j, "text_run_c_decode")->valuestring;
-    assert_int_equal(cJSON_GetArraySize(prefix),
-                     (int)cJSON_GetObjectItem(j, "leading_ids_matching_published_text")->valuedouble);
+    cJSON *nlead = cJSON_GetObjectItem(j, "leading_ids_matching_published_text");
+    assert_int_equal(cJSON_GetArraySize(prefix), (int)nlead->valuedouble);
 
     size_t np = (size_t)cJSON_GetArraySize(prefix), na = (size_t)cJSON_GetArraySize(all);
     int32_t *pids = malloc(np * sizeof *pids), *aids = malloc(na * sizeof *aids);
@@ -726,6 +794,25 @@ static void test_stream_multibyte(void **state) {
             free(ids);
         }
     }
+    /* "🦙" is several tokens in these vocabularies; nothing is emitted until it is complete. */
+    static const int split_vocab[] = {T_TINYLLAMA, T_GPT2, T_STORIES};
+    for (size_t v = 0; v < 3; v++) {
+        tok_tokenizer_t *tv = g.tok[split_vocab[v]];
+        size_t n;
+        int32_t *ids = encode(tv, "\xF0\x9F\xA6\x99", 4, 0, &n);
+        assert_true(n >= 2);
+        tok_stream_t st;
+        char buf[64], all[64] = "";
+        tok_stream_init(&st, 0);
+        for (size_t k = 0; k < n; k++) {
+            int w = tok_stream_push(tv, &st, ids[k], buf, sizeof buf);
+            assert_int_equal(w, k + 1 < n ? 0 : 4);
+            strcat(all, buf);
+        }
+        assert_int_equal(tok_stream_flush(tv, &st, buf, sizeof buf), 0);
+        assert_string_equal(all, "\xF0\x9F\xA6\x99");
+        free(ids);
+    }
     /* Lone byte tokens: an incomplete sequence is flushed as U+FFFD. */
     tok_tokenizer_t *t = g.tok[T_TINYLLAMA];
     int32_t e2 = tok_piece_id(t, "<0xE2>"), x96 = tok_piece_id(t, "<0x96>");
@@ -743,8 +830,8 @@ static void test_stream_multibyte(void **state) {
 
 static void test_bos_eos(void **state) {
     (void)state;
-    static const int32_t bos[T_N] = {1, 1, 50256, 128000, -1, 1};
-    static const int32_t eos[T_N] = {2, 32000, 50256, 128001, 151643, 2};
+    static const int32_t bos[T_N] = {1, 1, 50256, 128000, -1, 1, 1};
+    static const int32_t eos[T_N] = {2, 32000, 50256, 128001, 151643, 2, 2};
     for (int w = 0; w < T_N; w++) {
         assert_int_equal(tok_bos_id(g.tok[w]), bos[w]);
         assert_int_equal(tok_eos_id(g.tok[w]), eos[w]);
@@ -769,6 +856,7 @@ static void test_bos_eos(void **state) {
     assert_int_equal(tok_vocab_size(g.tok[T_GPT2]), 50257);
     assert_int_equal(tok_vocab_size(g.tok[T_LLAMA3]), 128256);
     assert_int_equal(tok_vocab_size(g.tok[T_QWEN2]), 151646);
+    assert_int_equal(tok_vocab_size(g.tok[T_SMOLLM]), 49152);
     assert_string_equal(tok_piece(g.tok[T_TINYLLAMA], 13), "<0x0A>");
     assert_string_equal(tok_piece(g.tok[T_GPT2], 262), "\xC4\xA0the"); /* "Ġthe" */
     assert_null(tok_piece(g.tok[T_GPT2], 50257));
@@ -871,6 +959,414 @@ static void test_long_prompt(void **state) {
     free(text);
 }
 
+/* ---- pre-tokenizers without a golden fixture: properties from HF's own definitions ---- */
+
+static void test_metaspace(void **state) {
+    (void)state;
+    /* prepend_scheme "first", no split: "▁" + text with ' ' -> '▁' is what the Prepend+Replace
+     * normalizer produces too, so every vector not starting with a space (where legacy
+     * Metaspace does not prepend) must give the llama-spm ids. */
+    char *out = tu_read_file(tu_fixture_path("llamacpp-tokenizer-test-vectors/"
+                                             "ggml-vocab-llama-spm.gguf.out"), NULL);
+    assert_non_null(out);
+    int checked = 0;
+    for (int i = 0; i < g.vec.n; i++) {
+        if (g.vec.len[i] == 0 || g.vec.text[i][0] == ' ') continue;
+        int32_t want[1024];
+        size_t nw = out_line_ids(out, i, want, 1024), n;
+        int32_t *ids = encode(g.meta_first, g.vec.text[i], g.vec.len[i], 0, &n);
+        assert_int_equal(n, nw);
+        assert_memory_equal(ids, want, n * sizeof *ids);
+        size_t len;
+        char *back = decode(g.meta_first, ids, n, 0, &len);
+        assert_int_equal(len, g.vec.len[i]);
+        assert_memory_equal(back, g.vec.text[i], len);
+        free(back);
+        free(ids);
+        checked++;
+    }
+    assert_true(checked >= 30);
+    free(out);
+    /* "first": no "▁" is prepended after an added token (the segment does not start the text) */
+    size_t n, m;
+    int32_t *a = encode(g.meta_first, "<s>Hi", 5, 0, &n);
+    int32_t hi = tok_piece_id(g.meta_first, "Hi");
+    assert_true(hi > 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(a[1], hi);
+    free(a);
+
+    /* legacy Metaspace(add_prefix_space) splits before every "▁" (MergedWithNext), and each
+     * word is its own BPE word: "Hey   friend!" -> "▁Hey" "▁" "▁" "▁friend!" (HF's test). */
+    int32_t *hey = encode(g.tok[T_TINYLLAMA], "Hey", 3, 0, &n); /* "▁Hey" */
+    int32_t *fr = encode(g.tok[T_TINYLLAMA], "friend!", 7, 0, &m); /* "▁friend!" */
+    int32_t want[64], bar = tok_piece_id(g.tok[T_TINYLLAMA], "\xe2\x96\x81");
+    assert_true(bar > 0 && n + m + 2 < 64);
+    memcpy(want, hey, n * sizeof *want);
+    want[n] = want[n + 1] = bar;
+    memcpy(want + n + 2, fr, m * sizeof *want);
+    m += n + 2;
+    free(hey);
+    free(fr);
+    a = encode(g.meta_legacy, "Hey   friend!", 13, 0, &n);
+    assert_int_equal(n, m);
+    assert_memory_equal(a, want, n * sizeof *a);
+    /* The Metaspace decoder drops the replacement chars of the first token only */
+    size_t len;
+    char *s = decode(g.meta_legacy, a, n, 0, &len);
+    assert_string_equal(s, "Hey   friend!");
+    check_stream(g.meta_legacy, a, n, 0);
+    free(s);
+    s = decode(g.meta_legacy, a + 1, n - 1, 0, &len); /* first token "▁" -> "" */
+    assert_string_equal(s, "  friend!");
+    check_stream(g.meta_legacy, a + 1, n - 1, 0);
+    free(s);
+    free(a);
+}
+
+static void test_digits_smollm(void **state) {
+    (void)state; /* Digits(individual_digits) before ByteLevel: one token per digit */
+    size_t n;
+    int32_t *ids = encode(g.tok[T_SMOLLM], "12345 apples", 12, 0, &n);
+    assert_true(n >= 6);
+    for (int i = 0; i < 5; i++) {
+        const char *p = tok_piece(g.tok[T_SMOLLM], ids[i]);
+        assert_non_null(p);
+        assert_int_equal(strlen(p), 1);
+        assert_int_equal(p[0], '1' + i);
+    }
+    free(ids);
+    ids = encode(g.tok[T_SMOLLM], "<|im_start|>user\nhi<|im_end|>", 29, 0, &n);
+    assert_int_equal(ids[0], 1);
+    assert_int_equal(ids[n - 1], 2);
+    free(ids);
+}
+
+/* Odd inputs to decode and the stream API. */
+static void test_decode_edges(void **state) {
+    (void)state;
+    tok_tokenizer_t *t = g.tok[T_TINYLLAMA];
+    int32_t ids[] = {-5, 15043, 999999, 3186};
+    size_t len;
+    char *s = decode(t, ids, 4, 0, &len); /* ids with no token are dropped, as HF does */
+    assert_string_equal(s, "Hello world");
+    free(s);
+    s = decode(t, NULL, 0, 0, &len);
+    assert_string_equal(s, "");
+    assert_int_equal(len, 0);
+    free(s);
+    /* a leading byte-fallback space is stripped like a "▁" (Strip runs after Fuse) */
+    int32_t sp[] = {tok_piece_id(t, "<0x20>"), 15043};
+    s = decode(t, sp, 2, 0, &len);
+    assert_string_equal(s, " Hello");
+    check_stream(t, sp, 2, 0);
+    free(s);
+    /* cap 0 and too-small buffers consume nothing */
+    tok_stream_t st;
+    tok_stream_init(&st, 0);
+    assert_int_equal(tok_stream_push(t, &st, 15043, NULL, 0), LLM_ERANGE);
+    char buf[4];
+    assert_int_equal(tok_stream_push(t, &st, 15043, buf, sizeof buf), LLM_ERANGE);
+    assert_string_equal(buf, "");
+    char big[64];
+    assert_int_equal(tok_stream_push(t, &st, 15043, big, sizeof big), 5); /* "Hello" */
+    assert_string_equal(big, "Hello");
+    assert_int_equal(tok_stream_push(t, &st, 3186, big, sizeof big), 6);
+    assert_string_equal(big, " world");
+    assert_int_equal(tok_stream_flush(t, &st, big, sizeof big), 0);
+    /* NUL characters survive a round trip */
+    static const char nul[] = "a\0b";
+    size_t n;
+    int32_t *e = encode(g.tok[T_GPT2], nul, 3, 0, &n);
+    s = decode(g.tok[T_GPT2], e, n, 0, &len);
+    assert_int_equal(len, 3);
+    assert_memory_equal(s, nul, 3);
+    free(s);
+    free(e);
+    e = encode(t, nul, 3, 0, &n);
+    s = decode(t, e, n, 0, &len);
+    assert_int_equal(len, 3);
+    assert_memory_equal(s, nul, 3);
+    free(s);
+    free(e);
+}
+
+/* ---- Unicode normalization: NFC (Qwen2) and NFD ---- */
+
+/* decode(encode(text)): with a byte-level vocabulary, the text after normalization. */
+static char *normalized(tok_tokenizer_t *tok, const char *text) {
+    size_t n, len;
+    int32_t *ids = encode(tok, text, strlen(text), 0, &n);
+    char *s = decode(tok, ids, n, 0, &len);
+    free(ids);
+    return s;
+}
+
+static void assert_same_ids(tok_tokenizer_t *tok, const char *a, const char *b) {
+    size_t na, nb;
+    int32_t *ia = encode(tok, a, strlen(a), 0, &na), *ib = encode(tok, b, strlen(b), 0, &nb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(ia, ib, na * sizeof *ia);
+    free(ia);
+    free(ib);
+}
+
+/* Expected strings recorded with Python 3.11's unicodedata.normalize() (Unicode 14.0): marks in
+ * non-canonical order, composition exclusions and singletons, Hangul syllables and jamo,
+ * Vietnamese, Devanagari nukta, two-step compositions, and text that is already NFC. */
+static void test_nfc_nfd_python(void **state) {
+    (void)state;
+    static const struct { const char *in, *nfc, *nfd; } cases[] = {
+        {"e\u0301",
+         "\u00E9",
+         "e\u0301"},
+        {"a\u0301\u0323",
+         "\u1EA1\u0301",
+         "a\u0323\u0301"},
+        {"e\u0302\u0323\u0301",
+         "\u1EC7\u0301",
+         "e\u0323\u0302\u0301"},
+        {"s\u0307\u0323",
+         "\u1E69",
+         "s\u0323\u0307"},
+        {"q\u0307\u0323",
+         "q\u0323\u0307",
+         "q\u0323\u0307"},
+        {"A\u030A\u0301",
+         "\u01FA",
+         "A\u030A\u0301"},
+        {"u\u0308\u0304",
+         "\u01D6",
+         "u\u0308\u0304"},
+        {"\u1E0B\u0323",
+         "\u1E0D\u0307",
+         "d\u0323\u0307"},
+        {"o\u031B\u0301\u0323 o\u0323\u0301\u031B",
+         "\u1EE3\u0301 \u1EE3\u0301",
+         "o\u031B\u0323\u0301 o\u031B\u0323\u0301"},
+        {"\u0301a \u0301\u0323",
+         "\u0301a \u0323\u0301",
+         "\u0301a \u0323\u0301"},
+        {"u\u0310\u0301 u\u0301\u0310",
+         "u\u0310\u0301 \u00FA\u0310",
+         "u\u0310\u0301 u\u0301\u0310"},
+        {"\u03B1\u0313\u0300\u0345",
+         "\u1F82",
+         "\u03B1\u0313\u0300\u0345"},
+        {"\u1F71",
+         "\u03AC",
+         "\u03B1\u0301"},
+        {"\u0958\u0959\u095C",
+         "\u0915\u093C\u0916\u093C\u0921\u093C",
+         "\u0915\u093C\u0916\u093C\u0921\u093C"},
+        {"\u2126 \u212B \u0340\u0341 \u0374 \u037E",
+         "\u03A9 \u00C5 \u0300\u0301 \u02B9 ;",
+         "\u03A9 A\u030A \u0300\u0301 \u02B9 ;"},
+        {"\u0344 \u0F73 \u0F75",
+         "\u0308\u0301 \u0F71\u0F72 \u0F71\u0F74",
+         "\u0308\u0301 \u0F71\u0F72 \u0F71\u0F74"},
+        {"\uFB2A\uFB4E",
+         "\u05E9\u05C1\u05E4\u05BF",
+         "\u05E9\u05C1\u05E4\u05BF"},
+        {"\u2ADC",
+         "\u2ADD\u0338",
+         "\u2ADD\u0338"},
+        {"\U0001D15E\U0001D160",
+         "\U0001D157\U0001D165\U0001D158\U0001D165\U0001D16E",
+         "\U0001D157\U0001D165\U0001D158\U0001D165\U0001D16E"},
+        {"\uF900\uFA10 \U0002F800",
+         "\u8C48\u585A \u4E3D",
+         "\u8C48\u585A \u4E3D"},
+        {"\uD55C\uAD6D\uC5B4",
+         "\uD55C\uAD6D\uC5B4",
+         "\u1112\u1161\u11AB\u1100\u116E\u11A8\u110B\u1165"},
+        {"\u1112\u1161\u11AB\u1100\u1173\u11AF",
+         "\uD55C\uAE00",
+         "\u1112\u1161\u11AB\u1100\u1173\u11AF"},
+        {"\u1100\u1161",
+         "\uAC00",
+         "\u1100\u1161"},
+        {"\uAC00\u11A8",
+         "\uAC01",
+         "\u1100\u1161\u11A8"},
+        {"\uAC01\u11A8 \u1100\u1176 \u11A8\u1161 \u1100\u0301\u1161",
+         "\uAC01\u11A8 \u1100\u1176 \u11A8\u1161 \u1100\u0301\u1161",
+         "\u1100\u1161\u11A8\u11A8 \u1100\u1176 \u11A8\u1161 \u1100\u0301\u1161"},
+        {"Tie\u0302\u0301ng Vie\u0323\u0302t co\u0301 da\u0302\u0301u",
+         "Ti\u1EBFng Vi\u1EC7t c\u00F3 d\u1EA5u",
+         "Tie\u0302\u0301ng Vie\u0323\u0302t co\u0301 da\u0302\u0301u"},
+        {"\u0111u\u031Bo\u031B\u0300ng pho\u0302\u0301",
+         "\u0111\u01B0\u1EDDng ph\u1ED1",
+         "\u0111u\u031Bo\u031B\u0300ng pho\u0302\u0301"},
+        {"Tie\u0302\u0301ng Vie\u0323\u0302t",
+         "Ti\u1EBFng Vi\u1EC7t",
+         "Tie\u0302\u0301ng Vie\u0323\u0302t"},
+        {"\u0915\u093C \u0928\u093C \u0930\u093C \u0921\u093C\u0940",
+         "\u0915\u093C \u0929 \u0931 \u0921\u093C\u0940",
+         "\u0915\u093C \u0928\u093C \u0930\u093C \u0921\u093C\u0940"},
+        {"\u0CC6\u0CC2\u0CD5 \u0B47\u0B3E",
+         "\u0CCB \u0B4B",
+         "\u0CC6\u0CC2\u0CD5 \u0B47\u0B3E"},
+        {"\u304B\u3099\u30CF\u309A",
+         "\u304C\u30D1",
+         "\u304B\u3099\u30CF\u309A"},
+        {"Hello world",
+         "Hello world",
+         "Hello world"},
+        {"F\u00FChrer caf\u00E9 na\u00EFve",
+         "F\u00FChrer caf\u00E9 na\u00EFve",
+         "Fu\u0308hrer cafe\u0301 nai\u0308ve"},
+        {"\u6211\u60F3\u5728apple\u5DE5\u4F5C",
+         "\u6211\u60F3\u5728apple\u5DE5\u4F5C",
+         "\u6211\u60F3\u5728apple\u5DE5\u4F5C"},
+        {"\u0928\u092E\u0938\u094D\u0924\u0947 \u0926\u0941\u0928\u093F\u092F\u093E",
+         "\u0928\u092E\u0938\u094D\u0924\u0947 \u0926\u0941\u0928\u093F\u092F\u093E",
+         "\u0928\u092E\u0938\u094D\u0924\u0947 \u0926\u0941\u0928\u093F\u092F\u093E"},
+        {"\uFB01 \u00BD \U0001D518\U0001D52B \U0001F999\u200D",
+         "\uFB01 \u00BD \U0001D518\U0001D52B \U0001F999\u200D",
+         "\uFB01 \u00BD \U0001D518\U0001D52B \U0001F999\u200D"},
+        {"Ti\u1EBFng Vi\u1EC7t",
+         "Ti\u1EBFng Vi\u1EC7t",
+         "Tie\u0302\u0301ng Vie\u0323\u0302t"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *nfc = normalized(g.tok[T_QWEN2], cases[i].in);
+        char *nfd = normalized(g.gpt2_nfd, cases[i].in);
+        if (strcmp(nfc, cases[i].nfc) != 0 || strcmp(nfd, cases[i].nfd) != 0)
+            fprintf(stderr, "  case %zu: \"%s\" -> NFC \"%s\", NFD \"%s\"\n", i, cases[i].in, nfc,
+                    nfd);
+        assert_string_equal(nfc, cases[i].nfc);
+        assert_string_equal(nfd, cases[i].nfd);
+        free(nfc);
+        free(nfd);
+        assert_same_ids(g.tok[T_QWEN2], cases[i].in, cases[i].nfc);
+        assert_same_ids(g.gpt2_nfd, cases[i].in, cases[i].nfd);
+    }
+}
+
+/* A decomposed string encodes to the ids of its NFC form with the Qwen2 tokenizer, also after a
+ * special token; without a normalizer (GPT-2) the two forms differ. */
+static void test_nfc_same_ids(void **state) {
+    (void)state;
+    static const struct { const char *nfc, *nfd; } pairs[] = {
+        {"Ti\u1EBFng Vi\u1EC7t c\u00F3 d\u1EA5u",
+         "Tie\u0302\u0301ng Vie\u0323\u0302t co\u0301 da\u0302\u0301u"},
+        {"F\u00FChrer caf\u00E9 na\u00EFve \u00C5ngstr\u00F6m",
+         "Fu\u0308hrer cafe\u0301 nai\u0308ve A\u030Angstro\u0308m"},
+        {"\uD55C\uAD6D\uC5B4 \uAC01",
+         "\u1112\u1161\u11AB\u1100\u116E\u11A8\u110B\u1165 \u1100\u1161\u11A8"},
+        {"\u0928\u0929 \u304C\u3071 \u1F82",
+         "\u0928\u0928\u093C \u304B\u3099\u306F\u309A \u03B1\u0313\u0300\u0345"},
+    };
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+        assert_same_ids(g.tok[T_QWEN2], pairs[i].nfd, pairs[i].nfc);
+        char a[256], b[256];
+        snprintf(a, sizeof a, "<|im_start|>user\n%s<|im_end|>", pairs[i].nfd);
+        snprintf(b, sizeof b, "<|im_start|>user\n%s<|im_end|>", pairs[i].nfc);
+        assert_same_ids(g.tok[T_QWEN2], a, b);
+        size_t na, nb;
+        int32_t *ia = encode(g.tok[T_GPT2], pairs[i].nfd, strlen(pairs[i].nfd), 0, &na);
+        int32_t *ib = encode(g.tok[T_GPT2], pairs[i].nfc, strlen(pairs[i].nfc), 0, &nb);
+        assert_true(na != nb || memcmp(ia, ib, na * sizeof *ia) != 0);
+        free(ia);
+        free(ib);
+    }
+    size_t n;
+    int32_t *ids = encode(g.tok[T_QWEN2], "<|im_start|>e\u0301", 15, 0, &n);
+    assert_int_equal(n, 2);
+    assert_int_equal(ids[0], 151644);
+    assert_string_equal(tok_piece(g.tok[T_QWEN2], ids[1]), "\xc3\x83\xc2\xa9"); /* "é" bytes */
+    free(ids);
+}
+
+/* HF matches added tokens with normalized=false in the raw text, before the normalizer, and
+ * those with normalized=true by their normalized content in the normalized text. */
+static void test_nfc_added_tokens(void **state) {
+    (void)state;
+    static const char json[] =
+        "{\"added_tokens\":["
+        "{\"id\":10,\"content\":\"e\\u0301x\",\"single_word\":false,\"lstrip\":false,"
+        "\"rstrip\":false,\"normalized\":false,\"special\":false},"
+        "{\"id\":11,\"content\":\"A\\u030a!\",\"single_word\":false,\"lstrip\":false,"
+        "\"rstrip\":false,\"normalized\":true,\"special\":false}],"
+        "\"normalizer\":{\"type\":\"NFC\"},\"pre_tokenizer\":null,\"model\":{\"type\":\"BPE\","
+        "\"vocab\":{\"a\":0,\"e\":1,\"\\u00e9\":2,\"\\u0301\":3,\"x\":4,\"\\u00c5\":5,\"A\":6,"
+        "\"\\u030a\":7,\"!\":8},\"merges\":[]}}";
+    char path[4200];
+    snprintf(path, sizeof path, "%s/nfc_added.json", g.tmpdir);
+    assert_int_equal(tu_write_file(path, json, strlen(json)), 0);
+    tok_tokenizer_t *t = NULL;
+    llm_error_t err;
+    int rc = tok_load_files(path, NULL, NULL, &t, &err);
+    if (rc) fprintf(stderr, "%s\n", err.msg);
+    assert_int_equal(rc, 0);
+    static const struct { const char *text; int32_t ids[4]; size_t n; } cases[] = {
+        {"e\u0301x", {10}, 1},             /* raw match, before NFC would compose it */
+        {"\u00e9x", {2, 4}, 2},            /* precomposed: not the raw token */
+        {"ae\u0301", {0, 2}, 2},           /* plain text is composed */
+        {"A\u030a!", {11}, 1},             /* normalized token: NFC(text) has NFC(content) */
+        {"\u00c5!", {11}, 1},
+        {"\u212b!", {11}, 1},              /* ANGSTROM SIGN -> U+00C5 */
+        {"e\u0301xA\u030a!a", {10, 11, 0}, 3},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t n;
+        int32_t *ids = encode(t, cases[i].text, strlen(cases[i].text), 0, &n);
+        if (n != cases[i].n) fprintf(stderr, "  case %zu: %zu ids\n", i, n);
+        assert_int_equal(n, cases[i].n);
+        assert_memory_equal(ids, cases[i].ids, n * sizeof *ids);
+        free(ids);
+    }
+    tok_free(t);
+}
+
+/* NFC stays linear: a long decomposed text, and one letter followed by 40000 combining marks in
+ * non-canonical order (a long run is counting-sorted, not insertion-sorted). */
+static void test_nfc_long(void **state) {
+    (void)state;
+    static const char nfc_unit[] = "Ti\u1EBFng Vi\u1EC7t c\u00F3 d\u1EA5u \uD55C\uAD6D\uC5B4 ";
+    static const char nfd_unit[] = "Tie\u0302\u0301ng Vie\u0323\u0302t co\u0301 da\u0302\u0301u "
+                                   "\u1112\u1161\u11AB\u1100\u116E\u11A8\u110B\u1165 ";
+    size_t reps = 2000, lc = strlen(nfc_unit), ld = strlen(nfd_unit);
+    char *a = malloc(reps * lc + 1), *b = malloc(reps * ld + 1);
+    for (size_t i = 0; i < reps; i++) {
+        memcpy(a + i * lc, nfc_unit, lc);
+        memcpy(b + i * ld, nfd_unit, ld);
+    }
+    a[reps * lc] = b[reps * ld] = '\0';
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_same_ids(g.tok[T_QWEN2], b, a);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    fprintf(stderr, "  qwen2: %zu + %zu bytes (NFD, NFC) encoded in %.1f ms\n", reps * ld,
+            reps * lc, ms);
+    assert_true(ms < 5000.0);
+    free(a);
+    free(b);
+
+    /* "a" + k x (U+0301 ccc 230, U+0316 ccc 220): NFC is U+00E1, k x U+0316, (k-1) x U+0301 */
+    size_t k = 20000;
+    char *in = malloc(1 + 4 * k + 1), *want = malloc(2 + 4 * k + 1);
+    in[0] = 'a';
+    for (size_t i = 0; i < k; i++) memcpy(in + 1 + 4 * i, "\xcc\x81\xcc\x96", 4);
+    in[1 + 4 * k] = '\0';
+    memcpy(want, "\xc3\xa1", 2);
+    for (size_t i = 0; i < k; i++) memcpy(want + 2 + 2 * i, "\xcc\x96", 2);
+    for (size_t i = 0; i + 1 < k; i++) memcpy(want + 2 + 2 * k + 2 * i, "\xcc\x81", 2);
+    want[2 + 4 * k - 2] = '\0';
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    char *got = normalized(g.tok[T_QWEN2], in);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    fprintf(stderr, "  qwen2: 1 letter + %zu marks in %.1f ms\n", 2 * k, ms);
+    assert_true(ms < 5000.0);
+    assert_string_equal(got, want);
+    free(got);
+    free(in);
+    free(want);
+}
+
 /* ---- refusals ---- */
 
 static int load_json_text(const char *json, size_t len, llm_error_t *err, char *path_out) {
@@ -905,6 +1401,13 @@ static void test_refusals(void **state) {
     assert_non_null(strstr(err.msg, path));
     assert_non_null(strstr(err.msg, "normalizer.normalizers[0].type"));
     assert_non_null(strstr(err.msg, "NFKC"));
+
+    static const char nfc_key[] =
+        "{\"normalizer\":{\"type\":\"NFC\",\"form\":\"C\"},"
+        "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}";
+    rc = load_json_text(nfc_key, strlen(nfc_key), &err, path);
+    assert_int_equal(rc, LLM_EUNSUPPORTED);
+    assert_non_null(strstr(err.msg, "normalizer.form"));
 
     static const char unknown_key[] =
         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[],\"frobnicate\":1}}";
@@ -973,7 +1476,14 @@ int main(void) {
         cmocka_unit_test(test_stream_multibyte),
         cmocka_unit_test(test_bos_eos),
         cmocka_unit_test(test_added_tokens),
+        cmocka_unit_test(test_metaspace),
+        cmocka_unit_test(test_digits_smollm),
+        cmocka_unit_test(test_decode_edges),
         cmocka_unit_test(test_long_prompt),
+        cmocka_unit_test(test_nfc_nfd_python),
+        cmocka_unit_test(test_nfc_same_ids),
+        cmocka_unit_test(test_nfc_added_tokens),
+        cmocka_unit_test(test_nfc_long),
         cmocka_unit_test(test_refusals),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
