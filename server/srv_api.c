@@ -263,6 +263,11 @@ static int parse_adapters(srv_server_t *s, const cJSON *root, srv_request_t *r,
             char param[48];
             snprintf(param, sizeof param, "adapters[%d].name", i);
             const cJSON *nm = cJSON_GetObjectItemCaseSensitive(it, "name");
+            if (!cJSON_IsObject(it)) return BAD("adapters", "'adapters[%d]' must be an object", i);
+            for (const cJSON *f = it->child; f; f = f->next)
+                if (strcmp(f->string, "name") && strcmp(f->string, "scale"))
+                    return BAD("adapters", "'adapters[%d].%s' is not supported (name, scale)", i,
+                               f->string);
             if (!cJSON_IsString(nm)) return BAD(param, "'%s' must be a string", param);
             double sc = 1.0;
             const cJSON *scv = field(it, "scale");
@@ -422,6 +427,12 @@ int srv_api_parse(srv_server_t *s, int is_chat, const char *body, size_t len,
             rc = BAD("stream_options", "'stream_options' must be an object");
             goto done;
         }
+        for (const cJSON *f = so->child; f; f = f->next) {
+            if (strcmp(f->string, "include_usage")) {
+                rc = BAD("stream_options", "'stream_options.%s' is not supported", f->string);
+                goto done;
+            }
+        }
         if ((rc = get_bool(so, "include_usage", &call->include_usage, e))) goto done;
     }
     if (!is_chat && (rc = get_bool(root, "echo", &call->echo, e))) goto done;
@@ -485,10 +496,31 @@ void srv_api_call_deinit(srv_api_call_t *call) {
 
 /* ---- responses ---- */
 
+/* A token's text as it reads inside running text (a SentencePiece "▁the" is " the"). */
 static char *piece_text(srv_server_t *s, int32_t id) {
-    char *t = NULL;
-    size_t n;
-    if (tok_decode(s->tok, &id, 1, 0, &t, &n, NULL)) return strdup("");
+    size_t cap = tok_max_piece_bytes(s->tok) + 16;
+    char *t = malloc(cap * 2);
+    if (!t) return strdup("");
+    tok_stream_t st;
+    tok_stream_init(&st, 0);
+    tok_stream_continue(&st);
+    int w = tok_stream_push(s->tok, &st, id, t, cap);
+    if (w < 0) w = 0;
+    int f = tok_stream_flush(s->tok, &st, t + w, cap);
+    t[w + (f > 0 ? f : 0)] = '\0';
+    return t;
+}
+
+/* The text a chosen token contributed to the choice: the bytes between the previous token's
+ * end and its own (clamped to the text emitted, which a stop string may have cut). */
+static char *chosen_text(const srv_choice_t *c, int i) {
+    size_t a = i > 0 ? c->toks[i - 1].text_end : 0, b = c->toks[i].text_end;
+    if (b > c->text_len) b = c->text_len;
+    if (a > b) a = b;
+    char *t = malloc(b - a + 1);
+    if (!t) return strdup("");
+    memcpy(t, c->text + a, b - a);
+    t[b - a] = '\0';
     return t;
 }
 
@@ -509,7 +541,7 @@ static cJSON *logprobs_json(srv_server_t *s, const srv_api_call_t *call, const s
         for (int i = from; i < to; i++) {
             const srv_tok_info_t *t = &c->toks[i];
             cJSON *it = cJSON_CreateObject();
-            char *pt = piece_text(s, t->id);
+            char *pt = chosen_text(c, i);
             cJSON_AddStringToObject(it, "token", pt);
             cJSON_AddNumberToObject(it, "logprob", t->logprob);
             cJSON_AddItemToObject(it, "bytes", bytes_array(pt));
@@ -534,7 +566,7 @@ static cJSON *logprobs_json(srv_server_t *s, const srv_api_call_t *call, const s
         size_t off = text_base;
         for (int i = from; i < to; i++) {
             const srv_tok_info_t *t = &c->toks[i];
-            char *pt = piece_text(s, t->id);
+            char *pt = chosen_text(c, i);
             cJSON_AddItemToArray(toks, cJSON_CreateString(pt));
             free(pt);
             cJSON_AddItemToArray(lps, cJSON_CreateNumber(t->logprob));
@@ -555,10 +587,9 @@ static cJSON *logprobs_json(srv_server_t *s, const srv_api_call_t *call, const s
 
 static void add_usage(cJSON *o, const srv_request_t *r) {
     cJSON *u = cJSON_AddObjectToObject(o, "usage");
-    cJSON_AddNumberToObject(u, "prompt_tokens", r->prompt_tokens * r->n_per_prompt);
+    cJSON_AddNumberToObject(u, "prompt_tokens", r->prompt_tokens); /* once per prompt, as OpenAI */
     cJSON_AddNumberToObject(u, "completion_tokens", r->completion_tokens);
-    cJSON_AddNumberToObject(u, "total_tokens",
-                            r->prompt_tokens * r->n_per_prompt + r->completion_tokens);
+    cJSON_AddNumberToObject(u, "total_tokens", r->prompt_tokens + r->completion_tokens);
 }
 
 static const char *reason_of(const srv_choice_t *c) {

@@ -76,8 +76,8 @@
        "sequences, limited by the memory available), and logged at start-up.")                   \
     XX(threads, INT, "0", 0, 4096, "N", "Compute threads; 0 = the number of CPU cores.")         \
     XX(metrics_adapter_labels, INT, "32", 0, 10000, "N",                                         \
-       "Adapters with their own label value in /metrics (the K most used); the others are "      \
-       "counted under \"other\".")                                                               \
+       "Adapters with their own label value in /metrics: the first N to be used (those "         \
+       "loaded at start-up first); later ones are counted under \"other\".")                    \
     XX(shutdown_grace, DBL, "30", 0, 86400, "SECONDS",                                           \
        "On SIGTERM or SIGINT, time given to running requests to finish before they are "         \
        "cancelled.")                                                                             \

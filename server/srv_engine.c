@@ -54,6 +54,8 @@ struct srv_engine_s {
     seq_t **run;             /* (max_running) */
     int n_run;
     unsigned step_no;
+    uintptr_t lora_sig;
+    int lora_published;
     fifo_t *fifos;
     int n_fifos, cap_fifos, rr;
     int n_waiting;           /* requests in fifos */
@@ -527,7 +529,42 @@ static void step(srv_engine_t *e) {
 
 /* ---- thread ---- */
 
+/* Appends the adapter names of set to csv (skipping names already there). */
+static void csv_add_names(char *csv, size_t cap, const adp_set_t *set) {
+    for (int i = 0; i < set->n; i++) {
+        const char *nm = set->a[i]->name;
+        size_t len = strlen(csv), nl = strlen(nm);
+        int dup = 0;
+        for (const char *p = csv; (p = strstr(p, nm)); p += nl)
+            if ((p == csv || p[-1] == ',') && (p[nl] == ',' || p[nl] == '\0')) dup = 1;
+        if (dup || len + nl + 2 > cap) continue;
+        snprintf(csv + len, cap - len, "%s%s", len ? "," : "", nm);
+    }
+}
+
+/* vllm:lora_requests_info for LoRA-aware routers: refreshed when the running or waiting
+ * adapters change (cheap signature check each loop; strings built only on change). */
+static void publish_lora_info(srv_engine_t *e) {
+    uintptr_t sig = (uintptr_t)e->n_run * 1000003u + (uintptr_t)e->n_waiting;
+    for (int i = 0; i < e->n_run; i++)
+        for (int k = 0; k < e->run[i]->req->adapters.n; k++)
+            sig = sig * 31u + (uintptr_t)e->run[i]->req->adapters.a[k];
+    for (int k = 0; k < e->n_fifos; k++)
+        if (e->fifos[k].head) sig = sig * 37u + (uintptr_t)e->fifos[k].head->req;
+    if (sig == e->lora_sig && e->lora_published) return;
+    e->lora_sig = sig;
+    e->lora_published = 1;
+    char running[2048] = "", waiting[2048] = "";
+    for (int i = 0; i < e->n_run; i++) csv_add_names(running, sizeof running, &e->run[i]->req->adapters);
+    for (int k = 0; k < e->n_fifos; k++)
+        for (rq_node_t *n = e->fifos[k].head; n; n = n->next)
+            csv_add_names(waiting, sizeof waiting, &n->req->adapters);
+    int max_lora = e->o.max_adapters_per_step > 0 ? e->o.max_adapters_per_step : e->o.max_running;
+    srv_met_lora_info(e->met, max_lora, running, waiting);
+}
+
 static void publish_stats(srv_engine_t *e) {
+    if (e->met) publish_lora_info(e);
     pthread_mutex_lock(&e->mu);
     e->stats.running = e->n_run;
     e->stats.waiting = e->n_waiting + e->n_incoming;

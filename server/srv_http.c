@@ -42,7 +42,20 @@ typedef struct conn_s {
     uint64_t seen;         /* request version already turned into events */
     int stream_done;
     int recorded;          /* metrics recorded */
+    int is_api;            /* a /v1/ request (probes and scrapes are not counted) */
+    int refs;              /* MHD's completion callback, plus the streaming response */
 } conn_t;
+
+/* cn is shared by MHD's completion callback and, for a stream, the response's free callback,
+ * which MHD may run in either order: the last one frees it. */
+static void conn_release(conn_t *cn) {
+    if (__atomic_sub_fetch(&cn->refs, 1, __ATOMIC_ACQ_REL) > 0) return;
+    if (cn->has_call) srv_api_call_deinit(&cn->call);
+    free(cn->sent);
+    free(cn->sbuf);
+    free(cn->body);
+    free(cn);
+}
 
 /* ---- responses ---- */
 
@@ -93,12 +106,24 @@ static int authorized(srv_server_t *s, struct MHD_Connection *c) {
 
 /* ---- metrics for a finished request ---- */
 
+/* The metrics label of a request that failed before it had adapters: the adapter its
+ * "model" names when the registry knows it, the base, or "other" (unknown names must not
+ * claim label slots). */
+static int label_of_model(srv_server_t *s, const char *model) {
+    if (!s->ready || !model[0] || !strcmp(model, s->model_name)) return SRV_MET_BASE;
+    adp_adapter_t *a = srv_reg_acquire(s->reg, model);
+    if (!a) return SRV_MET_OTHER;
+    srv_reg_release(a);
+    return srv_met_adapter(s->met, model);
+}
+
 static void record(conn_t *cn, int status) {
     srv_server_t *s = cn->s;
-    if (cn->recorded || !s->met) return;
+    if (cn->recorded || !s->met || !cn->is_api) return;
     cn->recorded = 1;
-    if (!cn->has_call) {
-        srv_met_request_done(s->met, srv_met_adapter(s->met, NULL), status, 0, 0, -1, -1, -1);
+    if (!cn->has_call || cn->call.req->metrics_adapter < 0) {
+        int label = cn->has_call ? label_of_model(s, cn->call.model) : SRV_MET_BASE;
+        srv_met_request_done(s->met, label, status, 0, 0, -1, -1, -1);
         return;
     }
     srv_request_t *r = cn->call.req;
@@ -106,7 +131,7 @@ static void record(conn_t *cn, int status) {
     double now = srv_now();
     double queue = r->t_admitted > 0 ? r->t_admitted - r->t_arrival : now - r->t_arrival;
     double ttft = r->t_first_token > 0 ? r->t_first_token - r->t_arrival : -1;
-    srv_met_request_done(s->met, r->metrics_adapter, status, r->prompt_tokens * r->n_per_prompt,
+    srv_met_request_done(s->met, r->metrics_adapter, status, r->prompt_tokens,
                          r->completion_tokens, now - r->t_arrival, queue, ttft);
     pthread_mutex_unlock(&r->mu);
 }
@@ -263,6 +288,7 @@ static void stream_free(void *cls) {
         srv_engine_cancel(cn->s->eng, cn->call.req);
         record(cn, 499); /* nginx's "client closed request" */
     }
+    conn_release(cn);
 }
 
 static mhd_result_t do_completion(struct MHD_Connection *c, conn_t *cn, int is_chat) {
@@ -270,9 +296,13 @@ static mhd_result_t do_completion(struct MHD_Connection *c, conn_t *cn, int is_c
     srv_api_err_t e;
     int rc = srv_api_parse(s, is_chat, cn->body ? cn->body : "", cn->len, &cn->call, &e);
     cn->has_call = cn->call.req != NULL;
+    if (cn->has_call) cn->call.req->metrics_adapter = -1; /* until the request is valid */
     if (rc) return send_error(c, cn, &e);
     srv_request_t *r = cn->call.req;
     r->metrics_adapter = srv_met_adapter(s->met, r->adapters.n ? r->adapters.a[0]->name : NULL);
+    if (r->n_choices > s->cfg->max_running)
+        return fail(c, cn, 400, "invalid_request_error", "n", NULL,
+                    "prompts x n exceed max_running, the most sequences the server runs at once");
     rc = srv_engine_submit(s->eng, r);
     if (rc == LLM_EFULL)
         return fail(c, cn, 429, "rate_limit_error", NULL, "queue_full",
@@ -295,6 +325,7 @@ static mhd_result_t do_completion(struct MHD_Connection *c, conn_t *cn, int is_c
         MHD_add_response_header(resp, "Content-Type", "text/event-stream");
         MHD_add_response_header(resp, "Cache-Control", "no-cache");
         cn->status = 200;
+        __atomic_add_fetch(&cn->refs, 1, __ATOMIC_ACQ_REL); /* released by stream_free */
         mhd_result_t ret = MHD_queue_response(c, 200, resp);
         MHD_destroy_response(resp);
         return ret;
@@ -358,6 +389,7 @@ static mhd_result_t route(struct MHD_Connection *c, conn_t *cn, const char *url,
     }
     int is_api = !strncmp(url, "/v1/", 4);
     if (!is_api) return fail(c, cn, 404, "not_found_error", NULL, NULL, "no such route");
+    cn->is_api = 1;
     if (!authorized(s, c))
         return fail(c, cn, 401, "authentication_error", NULL, "invalid_api_key",
                     "missing or invalid API key (Authorization: Bearer KEY)");
@@ -396,6 +428,7 @@ static mhd_result_t on_request(void *cls, struct MHD_Connection *c, const char *
         cn = calloc(1, sizeof *cn);
         if (!cn) return MHD_NO;
         cn->s = s;
+        cn->refs = 1;
         *con_cls = cn;
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoll(cl, NULL, 10) > s->cfg->max_body_bytes) cn->too_large = 1;
@@ -431,20 +464,21 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     (void)cls;
     (void)c;
     if (!cn) return;
-    if (cn->has_call && cn->call.req && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+    int gone = 0;
+    if (cn->has_call && cn->call.req && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK &&
+        cn->call.req->metrics_adapter >= 0) {
         int finished;
         pthread_mutex_lock(&cn->call.req->mu);
         finished = cn->call.req->n_done == cn->call.req->n_choices;
         pthread_mutex_unlock(&cn->call.req->mu);
-        if (!finished) srv_engine_cancel(cn->s->eng, cn->call.req);
+        if (!finished) {
+            srv_engine_cancel(cn->s->eng, cn->call.req);
+            gone = 1;
+        }
     }
-    record(cn, cn->status ? cn->status : 499);
-    if (cn->has_call) srv_api_call_deinit(&cn->call);
-    free(cn->sent);
-    free(cn->sbuf);
-    free(cn->body);
-    free(cn);
+    record(cn, gone || !cn->status ? 499 : cn->status);
     *con_cls = NULL;
+    conn_release(cn);
 }
 
 /* ---- public API ---- */
@@ -458,8 +492,9 @@ int srv_http_start(srv_server_t *s, srv_http_t **out, llm_error_t *err) {
     int gai = getaddrinfo(s->cfg->host, port, &hints, &ai);
     if (gai != 0)
         return llm_err_set(err, LLM_EINVAL, "host \"%s\": %s", s->cfg->host, gai_strerror(gai));
+    /* No MHD_USE_ERROR_LOG: it reports every client hang-up mid-stream, which is routine. */
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                     MHD_USE_ERROR_LOG | MHD_USE_ITC;
+                     MHD_USE_ITC;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
     srv_http_t *h = calloc(1, sizeof *h);
     if (!h) {

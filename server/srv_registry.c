@@ -15,6 +15,7 @@ typedef struct {
 struct srv_reg_s {
     const core_model_t *base;
     const char *base_name;
+    srv_met_t *met;
     entry_t *e;
     int n, cap;
 };
@@ -23,9 +24,10 @@ struct srv_reg_s {
  * thread, loads happen on HTTP threads). One lock for all registries: there is one. */
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 
-srv_reg_t *srv_reg_create(const core_model_t *base, const char *base_name) {
+srv_reg_t *srv_reg_create(const core_model_t *base, const char *base_name, srv_met_t *met) {
     srv_reg_t *r = calloc(1, sizeof *r);
     if (!r) return NULL;
+    r->met = met;
     r->base = base;
     r->base_name = base_name;
     return r;
@@ -76,7 +78,13 @@ int srv_reg_load(srv_reg_t *r, const char *name, const char *dir, llm_error_t *e
                            name);
     adp_adapter_t *a = NULL;
     adp_load_opts_t opts = {.base_name = NULL};
-    if ((rc = adp_load_dir(r->base, dir, name, &opts, &a, err))) return rc;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    rc = adp_load_dir(r->base, dir, name, &opts, &a, err);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    srv_met_adapter_load(r->met, (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9,
+                         rc == 0);
+    if (rc) return rc;
     pthread_mutex_lock(&g_mu);
     if (find(r, name) >= 0) { /* lost a race with a concurrent load of the same name */
         adp_adapter_unref(a);

@@ -14,6 +14,7 @@
 #include "adapter.h"
 #include "llm_error.h"
 #include "model.h"
+#include "srv_metrics.h"
 
 typedef struct srv_reg_s srv_reg_t;
 
@@ -27,8 +28,9 @@ typedef struct srv_reg_info_s {
     char target_modules[256];
 } srv_reg_info_t;
 
-/* base and base_name are borrowed and must outlive the registry. */
-srv_reg_t *srv_reg_create(const core_model_t *base, const char *base_name);
+/* base, base_name and met (may be NULL) are borrowed and must outlive the registry; loads are
+ * timed into met. */
+srv_reg_t *srv_reg_create(const core_model_t *base, const char *base_name, srv_met_t *met);
 void srv_reg_free(srv_reg_t *reg);
 
 /* A name is 1..100 characters of [A-Za-z0-9._-], not starting with '.'; the base's own name is

@@ -120,7 +120,7 @@ int srv_serve_main(int argc, char **argv) {
         logf_(SRV_LOG_WARN, "chat completions unavailable: %s", err.msg);
         s.chat = NULL;
     }
-    s.reg = srv_reg_create(s.model, s.model_name);
+    s.reg = srv_reg_create(s.model, s.model_name, s.met);
     srv_req_set_adapter_release(srv_reg_release);
     if (!s.reg) goto out;
     if (cfg.adapter_dir[0]) {
