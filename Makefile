@@ -5,9 +5,9 @@ CC       ?= cc
 FIXTURES ?= $(abspath ../shared/fixtures)
 PYTHON   ?= /usr/bin/python3
 
-PKGS     := libopenblas-dev libpcre2-dev libcjson-dev libmicrohttpd-dev libuv1-dev \
+PKGS     := libopenblas-dev libpcre2-dev libcjson-dev libmicrohttpd-dev libuv1-dev nettle-dev \
             libcmocka-dev python3-pytest pkg-config gcc make
-PCLIBS   := openblas libpcre2-8 libcjson libmicrohttpd libuv
+PCLIBS   := openblas libpcre2-8 libcjson libmicrohttpd libuv nettle
 
 WARN     := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter
 INC      := -Icore -Iadapters -Iserver

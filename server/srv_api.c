@@ -240,10 +240,15 @@ static int add_adapter(srv_server_t *s, srv_request_t *r, const char *name, floa
                        const char *param, srv_api_err_t *e) {
     if (r->adapters.n == ADP_SET_MAX)
         return BAD(param, "at most %d adapters may be combined", ADP_SET_MAX);
-    adp_adapter_t *a = srv_reg_acquire(s->reg, name);
-    if (!a)
+    llm_error_t err = {0};
+    adp_adapter_t *a = srv_reg_acquire(s->reg, name, &err); /* loads it if not resident */
+    if (!a && err.code == LLM_ENOTFOUND)
         return srv_api_fail(e, 404, "not_found_error", param, "model_not_found",
                             "The model '%s' does not exist.", name);
+    if (!a)
+        return srv_api_fail(e, 500, "server_error", param, NULL, "adapter '%s' cannot be loaded: %s",
+                            name, err.msg);
+    if (r->adapters.n == 0) snprintf(r->label, sizeof r->label, "%s", name);
     r->adapters.a[r->adapters.n] = a;
     r->adapters.w[r->adapters.n++] = w;
     return 0;

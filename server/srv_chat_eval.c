@@ -95,7 +95,7 @@ int srv_chat__undef_fail(rctx_t *R, const val_t *v, int line) {
 int srv_chat__step(rctx_t *R, uint64_t k, int line) {
     R->steps += k;
     if (R->steps > R->c->lim.max_steps || k > R->c->lim.max_steps)
-        return srv_chat__fail(R, LLM_ERANGE, line, "more than %llu loop iterations",
+        return srv_chat__fail(R, LLM_ERANGE, line, "more than %llu loop steps (iterations and range() items)",
                               (unsigned long long)R->c->lim.max_steps);
     return 0;
 }

@@ -804,7 +804,8 @@ int srv_chat__filter(rctx_t *R, int id, const char *name, const val_t *x, const 
     case F_SELECTATTR:
     case F_REJECTATTR: return f_seq(R, id, x, a, line, out);
     default:
-        return srv_chat__fail(R, LLM_EINVAL, line, "unsupported filter '%s'", name);
+        return srv_chat__fail(R, LLM_EINVAL, line, id ? "unsupported filter '%s'"
+                                                      : "no filter named '%s'", name);
     }
 }
 
@@ -874,7 +875,9 @@ int srv_chat__test(rctx_t *R, int id, const char *name, const val_t *x, const ar
                (x->t != SRV_CHAT__V_DICT || x->u.d == y->u.d);
         return 0;
     case T_ESCAPED: *res = 0; return 0;
-    default: return srv_chat__fail(R, LLM_EINVAL, line, "unsupported test '%s'", name);
+    default:
+        return srv_chat__fail(R, LLM_EINVAL, line, id ? "unsupported test '%s'"
+                                                      : "no test named '%s'", name);
     }
 }
 

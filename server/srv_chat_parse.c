@@ -96,6 +96,14 @@ static int expect_op(parser_t *P, const char *op) {
     return 0;
 }
 
+static int expect_type(parser_t *P, int type, const char *what);
+
+/* End of a tag that opens a body: Jinja allows a Python-style ':' before '%}'. */
+static int body_start(parser_t *P) {
+    if (cur(P)->type == SRV_CHAT__T_OP && cur(P)->n == 1 && cur(P)->s[0] == ':') P->i++;
+    return expect_type(P, SRV_CHAT__T_BLOCK_END, "'%}'");
+}
+
 static int expect_type(parser_t *P, int type, const char *what) {
     if (cur(P)->type != type) return unexpected(P, what);
     adv(P);
@@ -284,8 +292,7 @@ static int parse_filter(parser_t *P, node_t *arg, node_t **out) {
     node_t *f = mk(P, SRV_CHAT__E_FILTER, line);
     if (!f) return oom(P);
     if ((rc = parse_dotted(P, &f->s, &f->n))) return rc;
-    f->op = srv_chat__filter_id(f->s, f->n);
-    if (f->op == 0) return perr(P, LLM_EFORMAT, line, "no filter named '%s'", f->s);
+    f->op = srv_chat__filter_id(f->s, f->n); /* 0 (unknown) is checked by check_names() */
     f->a = arg;
     if (is_op(P, "(") && (rc = parse_call_args(P, f))) return rc;
     *out = f;
@@ -306,7 +313,6 @@ static int parse_test(parser_t *P, node_t *arg, node_t **out) {
     if (!t) return oom(P);
     if ((rc = parse_dotted(P, &t->s, &t->n))) return rc;
     t->op = srv_chat__test_id(t->s, t->n);
-    if (t->op == 0) return perr(P, LLM_EFORMAT, line, "no test named '%s'", t->s);
     t->a = arg;
     int ct = cur(P)->type;
     if (is_op(P, "(")) {
@@ -332,12 +338,51 @@ static int parse_test(parser_t *P, node_t *arg, node_t **out) {
     return 0;
 }
 
+/* After '[': does a ',' come before the matching ']' (at bracket depth 0)? */
+static int tuple_subscript_ahead(const parser_t *P) {
+    int depth = 0;
+    for (size_t j = P->i; j < P->n; j++) {
+        const tok_t *t = &P->t[j];
+        if (t->type != SRV_CHAT__T_OP) {
+            if (t->type == SRV_CHAT__T_VAR_END || t->type == SRV_CHAT__T_BLOCK_END ||
+                t->type == SRV_CHAT__T_EOF)
+                return 0;
+            continue;
+        }
+        char c = t->n == 1 ? t->s[0] : 0;
+        if (c == '(' || c == '[' || c == '{') depth++;
+        else if (c == ')' || c == ']' || c == '}') {
+            if (depth-- == 0) return 0;
+        } else if (depth == 0 && (c == ',' || c == ':')) {
+            return c == ',';
+        }
+    }
+    return 0;
+}
+
 /* '[' already current: index or slice. */
 static int parse_subscript(parser_t *P, node_t *obj, node_t **out) {
     int line = cur(P)->line, rc;
     adv(P);
     node_t *parts[3] = {NULL, NULL, NULL};
     int colons = 0;
+    if (is_op(P, "]") || (!is_op(P, ":") && tuple_subscript_ahead(P))) {
+        /* x[] and x[a, b]: Jinja looks the tuple up as a key, which finds nothing */
+        node_t *n = mk(P, SRV_CHAT__E_ITEM, line);
+        if (!n) return oom(P);
+        n->a = obj;
+        if ((rc = parse_tuple(P, 1, 1, NULL, &n->b))) return rc;
+        if (n->b->kind != SRV_CHAT__E_TUPLE) {
+            node_t *t = mk(P, SRV_CHAT__E_TUPLE, line);
+            if (!t || !(t->kids = srv_chat__alloc(P->a, sizeof *t->kids))) return oom(P);
+            t->kids[0] = n->b;
+            t->nkids = 1;
+            n->b = t;
+        }
+        if ((rc = expect_op(P, "]"))) return rc;
+        *out = n;
+        return 0;
+    }
     if (!is_op(P, ":") && (rc = parse_expression(P, 1, &parts[0]))) return rc;
     while (colons < 2 && is_op(P, ":")) {
         adv(P);
@@ -346,7 +391,6 @@ static int parse_subscript(parser_t *P, node_t *obj, node_t **out) {
             (rc = parse_expression(P, 1, &parts[colons])))
             return rc;
     }
-    if (is_op(P, ",")) return perr(P, LLM_EUNSUPPORTED, line, "unsupported tuple subscript");
     if ((rc = expect_op(P, "]"))) return rc;
     node_t *n = mk(P, colons ? SRV_CHAT__E_SLICE : SRV_CHAT__E_ITEM, line);
     if (!n) return oom(P);
@@ -750,7 +794,7 @@ static int parse_if(parser_t *P, int line, node_t **out) {
     if (!n) return oom(P);
     if ((rc = enter(P))) return rc;
     if ((rc = parse_tuple(P, 0, 0, NULL, &n->a)) ||
-        (rc = expect_type(P, SRV_CHAT__T_BLOCK_END, "'%}'")) ||
+        (rc = body_start(P)) ||
         (rc = parse_body(P, ends, "if", line, &n->body, &n->nbody)))
         return rc;
     const tok_t *name = peek(P, 1);
@@ -765,7 +809,7 @@ static int parse_if(parser_t *P, int line, node_t **out) {
     } else if (tok_eq(name, SRV_CHAT__T_NAME, "else")) {
         adv(P);
         adv(P);
-        if ((rc = expect_type(P, SRV_CHAT__T_BLOCK_END, "'%}'")) ||
+        if ((rc = body_start(P)) ||
             (rc = parse_body(P, end_only, "if", line, &n->orelse, &n->norelse)))
             return rc;
         rc = close_tag(P, "endif");
@@ -822,7 +866,7 @@ static int parse_for(parser_t *P, int line, node_t **out) {
     }
     if (is_name(P, "recursive"))
         return perr(P, LLM_EUNSUPPORTED, line, "unsupported recursive for loop");
-    if ((rc = expect_type(P, SRV_CHAT__T_BLOCK_END, "'%}'"))) return rc;
+    if ((rc = body_start(P))) return rc;
     P->loops++;
     rc = parse_body(P, ends, "for", line, &n->body, &n->nbody);
     P->loops--;
@@ -830,7 +874,7 @@ static int parse_for(parser_t *P, int line, node_t **out) {
     if (tok_eq(peek(P, 1), SRV_CHAT__T_NAME, "else")) {
         adv(P);
         adv(P);
-        if ((rc = expect_type(P, SRV_CHAT__T_BLOCK_END, "'%}'")) ||
+        if ((rc = body_start(P)) ||
             (rc = parse_body(P, end_only, "for", line, &n->orelse, &n->norelse)))
             return rc;
     }
@@ -877,7 +921,7 @@ static int parse_set(parser_t *P, int line, node_t **out) {
     }
     if (is_op(P, "|")) return perr(P, LLM_EUNSUPPORTED, line, "unsupported filtered block set");
     if (target->kind == SRV_CHAT__E_TUPLE) return unexpected(P, "'='");
-    if ((rc = expect_type(P, SRV_CHAT__T_BLOCK_END, "'%}'"))) return rc;
+    if ((rc = body_start(P))) return rc;
     n->kind = SRV_CHAT__N_SETBLOCK;
     if ((rc = parse_body(P, ends, "set", line, &n->body, &n->nbody))) return rc;
     *out = n;
@@ -914,7 +958,7 @@ static int parse_statement(parser_t *P, node_t **out) {
     if (tok_eq(t, t->type, "generation")) {
         node_t *n = mk(P, SRV_CHAT__N_SCOPE, line);
         if (!n) return oom(P);
-        if ((rc = expect_type(P, SRV_CHAT__T_BLOCK_END, "'%}'")) ||
+        if ((rc = body_start(P)) ||
             (rc = parse_body(P, gen_end, "generation", line, &n->body, &n->nbody)))
             return rc;
         *out = n;
@@ -938,10 +982,14 @@ static int parse_body(parser_t *P, const char *const *ends, const char *opener, 
         const tok_t *t = cur(P);
         node_t *n = NULL;
         if (t->type == SRV_CHAT__T_EOF) {
-            if (ends)
+            if (ends) {
+                const char *closer = ends[0];
+                for (int k = 0; ends[k]; k++)
+                    if (strncmp(ends[k], "end", 3) == 0) closer = ends[k];
                 rc = perr(P, LLM_EFORMAT, t->line,
                           "unexpected end of template, expected '%s' to close '%s' from line %d",
-                          ends[0], opener, open_line);
+                          closer, opener, open_line);
+            }
             break;
         }
         if (t->type == SRV_CHAT__T_TEXT) {
@@ -978,10 +1026,58 @@ static int parse_body(parser_t *P, const char *const *ends, const char *opener, 
     return vfinish(P, &v, body, NULL, nbody);
 }
 
+/* ---- unknown filter and test names ---- */
+
+/* Jinja rejects a filter or test name it does not know when compiling, except in a "soft"
+ * frame: the test and the bodies of an if statement, and all of a conditional expression
+ * (not nested for loops or set blocks, which get frames of their own). There the error is
+ * raised only if the code runs, so a template may guard filters it is unsure of. */
+static int check_stmts(parser_t *P, node_t *const *v, int n, int soft);
+
+static int check_expr(parser_t *P, const node_t *e, int soft) {
+    if (!e) return 0;
+    if (e->kind == SRV_CHAT__E_COND) soft = 1;
+    if ((e->kind == SRV_CHAT__E_FILTER || e->kind == SRV_CHAT__E_TEST) && e->op == 0 && !soft)
+        return perr(P, LLM_EFORMAT, e->line, "no %s named '%s'",
+                    e->kind == SRV_CHAT__E_FILTER ? "filter" : "test", e->s);
+    const node_t *sub[4] = {e->a, e->b, e->c, e->d};
+    int rc = 0;
+    for (int k = 0; k < 4 && rc == 0; k++) rc = check_expr(P, sub[k], soft);
+    for (int k = 0; k < e->nkids && rc == 0; k++) rc = check_expr(P, e->kids[k], soft);
+    for (int k = 0; e->vals && k < e->nkids && rc == 0; k++) rc = check_expr(P, e->vals[k], soft);
+    for (int k = 0; k < e->nkw && rc == 0; k++) rc = check_expr(P, e->kwv[k], soft);
+    return rc;
+}
+
+static int check_stmts(parser_t *P, node_t *const *v, int n, int soft) {
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        const node_t *s = v[i];
+        switch (s->kind) {
+        case SRV_CHAT__N_OUTPUT: rc = check_expr(P, s->a, soft); break;
+        case SRV_CHAT__N_IF:
+            if ((rc = check_expr(P, s->a, 1)) == 0 && (rc = check_stmts(P, s->body, s->nbody, 1)) == 0)
+                rc = check_stmts(P, s->orelse, s->norelse, 1);
+            break;
+        case SRV_CHAT__N_FOR:
+            if ((rc = check_expr(P, s->a, soft)) == 0 && (rc = check_expr(P, s->b, 0)) == 0 &&
+                (rc = check_stmts(P, s->body, s->nbody, 0)) == 0)
+                rc = check_stmts(P, s->orelse, s->norelse, 0);
+            break;
+        case SRV_CHAT__N_SET: rc = check_expr(P, s->b, soft); break;
+        case SRV_CHAT__N_SETBLOCK:
+        case SRV_CHAT__N_SCOPE: rc = check_stmts(P, s->body, s->nbody, 0); break;
+        default: break;
+        }
+    }
+    return rc;
+}
+
 /* ---- entry point ---- */
 
 int srv_chat__parse(const srv_chat__tok_t *toks, size_t ntok, srv_chat__arena_t *a,
                     srv_chat__node_t ***body, int *nbody, llm_error_t *err) {
     parser_t P = {.t = toks, .n = ntok, .a = a, .err = err};
-    return parse_body(&P, NULL, NULL, 0, body, nbody);
+    int rc = parse_body(&P, NULL, NULL, 0, body, nbody);
+    return rc ? rc : check_stmts(&P, *body, *nbody, 0);
 }

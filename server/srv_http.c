@@ -44,12 +44,21 @@ typedef struct conn_s {
     int recorded;          /* metrics recorded */
     int is_api;            /* a /v1/ request (probes and scrapes are not counted) */
     int refs;              /* MHD's completion callback, plus the streaming response */
+    /* adapter upload (multipart, streamed into the store) */
+    struct MHD_PostProcessor *pp;
+    srv_store_upload_t *up;
+    char up_name[SRV_STORE_NAME_MAX + 2];
+    size_t up_name_len;
+    char up_bad[64];       /* first unexpected part name */
+    int up_err;            /* first store write error */
 } conn_t;
 
 /* cn is shared by MHD's completion callback and, for a stream, the response's free callback,
  * which MHD may run in either order: the last one frees it. */
 static void conn_release(conn_t *cn) {
     if (__atomic_sub_fetch(&cn->refs, 1, __ATOMIC_ACQ_REL) > 0) return;
+    if (cn->pp) MHD_destroy_post_processor(cn->pp);
+    srv_store_abort(cn->up);
     if (cn->has_call) srv_api_call_deinit(&cn->call);
     free(cn->sent);
     free(cn->sbuf);
@@ -111,9 +120,8 @@ static int authorized(srv_server_t *s, struct MHD_Connection *c) {
  * claim label slots). */
 static int label_of_model(srv_server_t *s, const char *model) {
     if (!s->ready || !model[0] || !strcmp(model, s->model_name)) return SRV_MET_BASE;
-    adp_adapter_t *a = srv_reg_acquire(s->reg, model);
-    if (!a) return SRV_MET_OTHER;
-    srv_reg_release(a);
+    srv_reg_desc_t d;
+    if (srv_reg_get(s->reg, model, &d) != 0) return SRV_MET_OTHER;
     return srv_met_adapter(s->met, model);
 }
 
@@ -152,17 +160,22 @@ static mhd_result_t do_models(struct MHD_Connection *c, conn_t *cn) {
     cJSON_AddNullToObject(m, "parent");
     cJSON_AddNumberToObject(m, "max_model_len", s->model->cfg.max_pos);
     cJSON_AddItemToArray(data, m);
-    int n = 0;
-    srv_reg_info_t *list = srv_reg_list(s->reg, &n);
-    for (int i = 0; i < n; i++) {
+    size_t n = 0, total = 0, names = 0;
+    int n_res;
+    size_t res_bytes;
+    srv_reg_desc_t *list = NULL;
+    srv_reg_stats(s->reg, &n_res, &res_bytes, &names);
+    srv_reg_list(s->reg, 0, names + 1, &list, &n, &total);
+    for (size_t i = 0; list && i < n; i++) {
         cJSON *a = cJSON_CreateObject();
-        cJSON_AddStringToObject(a, "id", list[i].name);
+        cJSON_AddStringToObject(a, "id", list[i].st.name);
         cJSON_AddStringToObject(a, "object", "model");
-        cJSON_AddNumberToObject(a, "created", (double)list[i].created);
+        cJSON_AddNumberToObject(a, "created", (double)list[i].st.created);
         cJSON_AddStringToObject(a, "owned_by", "loramux");
-        cJSON_AddStringToObject(a, "root", list[i].path);
+        cJSON_AddStringToObject(a, "root", list[i].source[0] ? list[i].source : list[i].st.version);
+        cJSON_AddStringToObject(a, "version", list[i].st.version);
         cJSON_AddStringToObject(a, "parent", s->model_name);
-        cJSON_AddStringToObject(a, "method", adp_method_name(list[i].method));
+        cJSON_AddStringToObject(a, "method", list[i].method);
         cJSON_AddNumberToObject(a, "rank", list[i].rank_max);
         cJSON_AddItemToArray(data, a);
     }
@@ -179,7 +192,7 @@ static mhd_result_t do_metrics(struct MHD_Connection *c, conn_t *cn) {
         srv_engine_stats(s->eng, &st);
         int na = 0;
         size_t bytes = 0;
-        srv_reg_stats(s->reg, &na, &bytes);
+        srv_reg_stats(s->reg, &na, &bytes, NULL);
         srv_met_gauges(s->met, st.running, st.waiting, st.kv_used, st.kv_total, na,
                        (long long)bytes);
     }
@@ -204,7 +217,8 @@ static mhd_result_t do_load(struct MHD_Connection *c, conn_t *cn, int unload) {
                    "'lora_name' is required and must be a string");
     } else if (unload) {
         char msg[300];
-        if (srv_reg_unload(s->reg, name->valuestring) == 0) {
+        llm_error_t uerr = {0};
+        if (srv_reg_delete(s->reg, name->valuestring, &uerr) == 0) {
             snprintf(msg, sizeof msg, "Success: LoRA adapter '%s' removed successfully.",
                      name->valuestring);
             ret = send_text(c, cn, 200, "text/plain", strdup(msg));
@@ -218,7 +232,8 @@ static mhd_result_t do_load(struct MHD_Connection *c, conn_t *cn, int unload) {
                    "'lora_path' is required and must be a string");
     } else {
         llm_error_t err = {0};
-        int rc = srv_reg_load(s->reg, name->valuestring, path->valuestring, &err);
+        int rc = srv_reg_import_dir(s->reg, name->valuestring, path->valuestring, 1, NULL, NULL,
+                                    &err);
         if (rc == 0) {
             char msg[300];
             snprintf(msg, sizeof msg, "Success: LoRA adapter '%s' added successfully.",
@@ -233,6 +248,194 @@ static mhd_result_t do_load(struct MHD_Connection *c, conn_t *cn, int unload) {
     }
     cJSON_Delete(root);
     return ret;
+}
+
+/* ---- adapter registry ---- */
+
+static cJSON *desc_json(const srv_reg_desc_t *d) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "adapter");
+    cJSON_AddStringToObject(o, "name", d->st.name);
+    cJSON_AddStringToObject(o, "version", d->st.version);
+    cJSON_AddStringToObject(o, "method", d->method);
+    cJSON_AddNumberToObject(o, "rank", d->rank_max);
+    cJSON *rk = cJSON_AddObjectToObject(o, "ranks");
+    cJSON_AddNumberToObject(rk, "min", d->rank_min);
+    cJSON_AddNumberToObject(rk, "max", d->rank_max);
+    cJSON *tm = cJSON_AddArrayToObject(o, "target_modules");
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", d->target_modules);
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        cJSON_AddItemToArray(tm, cJSON_CreateString(t));
+    cJSON_AddNumberToObject(o, "bytes", (double)d->st.bytes);
+    cJSON_AddNumberToObject(o, "created", (double)d->st.created);
+    cJSON_AddBoolToObject(o, "pinned", d->st.pinned);
+    cJSON_AddBoolToObject(o, "resident", d->resident);
+    cJSON_AddNumberToObject(o, "resident_bytes", (double)d->resident_bytes);
+    cJSON_AddNumberToObject(o, "uses", (double)d->uses);
+    return o;
+}
+
+static mhd_result_t send_desc(struct MHD_Connection *c, conn_t *cn, int status,
+                              const srv_reg_desc_t *d) {
+    cJSON *o = desc_json(d);
+    char *js = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return send_json(c, cn, status, js);
+}
+
+static mhd_result_t post_iter(void *cls, enum MHD_ValueKind kind, const char *key,
+                              const char *filename, const char *content_type,
+                              const char *transfer_encoding, const char *data, uint64_t off,
+                              size_t size) {
+    conn_t *cn = cls;
+    (void)kind, (void)filename, (void)content_type, (void)transfer_encoding, (void)off;
+    if (!strcmp(key, "name")) {
+        if (cn->up_name_len + size < sizeof cn->up_name) {
+            memcpy(cn->up_name + cn->up_name_len, data, size);
+            cn->up_name_len += size;
+            cn->up_name[cn->up_name_len] = '\0';
+        } else {
+            cn->up_name_len = sizeof cn->up_name; /* too long: refused at the end */
+        }
+        return MHD_YES;
+    }
+    int part = !strcmp(key, "adapter_config.json")         ? SRV_STORE_CONFIG
+               : !strcmp(key, "adapter_model.safetensors") ? SRV_STORE_WEIGHTS : -1;
+    if (part < 0) {
+        if (!cn->up_bad[0]) snprintf(cn->up_bad, sizeof cn->up_bad, "%s", key);
+        return MHD_YES;
+    }
+    if (cn->up_err || cn->too_large || size == 0) return MHD_YES;
+    if (!cn->up && !(cn->up = srv_store_begin(cn->s->store, NULL))) {
+        cn->up_err = LLM_EIO;
+        return MHD_YES;
+    }
+    int rc = srv_store_write(cn->up, part, data, size);
+    if (rc == LLM_ERANGE) cn->too_large = 1;
+    else if (rc) cn->up_err = rc;
+    return MHD_YES;
+}
+
+static mhd_result_t do_upload(struct MHD_Connection *c, conn_t *cn) {
+    srv_server_t *s = cn->s;
+    if (cn->too_large) {
+        srv_store_abort(cn->up);
+        cn->up = NULL;
+        return fail(c, cn, 413, "invalid_request_error", NULL, "request_too_large",
+                    "the upload is larger than max_upload_bytes");
+    }
+    if (!cn->pp)
+        return fail(c, cn, 400, "invalid_request_error", NULL, NULL,
+                    "POST /v1/adapters takes multipart/form-data with the parts name, "
+                    "adapter_config.json and adapter_model.safetensors");
+    if (cn->up_bad[0]) {
+        char m[160];
+        snprintf(m, sizeof m, "unexpected part '%s' (name, adapter_config.json, "
+                 "adapter_model.safetensors)", cn->up_bad);
+        return fail(c, cn, 400, "invalid_request_error", cn->up_bad, NULL, m);
+    }
+    llm_error_t err = {0};
+    if (!cn->up_name_len)
+        return fail(c, cn, 400, "invalid_request_error", "name", NULL, "the part 'name' is required");
+    if (cn->up_name_len >= sizeof cn->up_name - 1 || srv_reg_check_name(s->reg, cn->up_name, &err))
+        return fail(c, cn, 400, "invalid_request_error", "name", NULL,
+                    err.msg[0] ? err.msg : "'name' is too long");
+    if (cn->up_err == LLM_EFORMAT)
+        return fail(c, cn, 400, "invalid_request_error", NULL, NULL, "malformed multipart body");
+    if (cn->up_err)
+        return fail(c, cn, 500, "server_error", NULL, NULL, "the upload could not be stored");
+    if (!cn->up || srv_store_upload_bytes(cn->up, SRV_STORE_CONFIG) <= 0 ||
+        srv_store_upload_bytes(cn->up, SRV_STORE_WEIGHTS) <= 0)
+        return fail(c, cn, 400, "invalid_request_error",
+                    !cn->up || srv_store_upload_bytes(cn->up, SRV_STORE_CONFIG) <= 0
+                        ? "adapter_config.json" : "adapter_model.safetensors",
+                    NULL, "both adapter_config.json and adapter_model.safetensors are required");
+    srv_reg_desc_t d;
+    int created = 0;
+    srv_store_upload_t *up = cn->up;
+    cn->up = NULL; /* consumed by the commit, whatever happens */
+    int rc = srv_reg_commit_upload(s->reg, up, cn->up_name, &d, &created, &err);
+    if (rc == LLM_ERANGE)
+        return fail(c, cn, 413, "invalid_request_error", NULL, "request_too_large", err.msg);
+    if (rc == LLM_ENOMEM || (rc < 0 && rc > -4096 && rc != -EINVAL))
+        return fail(c, cn, 500, "server_error", NULL, NULL, err.msg);
+    if (rc) return fail(c, cn, 400, "invalid_request_error", "adapter", "invalid_adapter", err.msg);
+    return send_desc(c, cn, created ? 201 : 200, &d);
+}
+
+static mhd_result_t do_list_adapters(struct MHD_Connection *c, conn_t *cn) {
+    const char *so = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "offset");
+    const char *sl = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
+    long off = so ? strtol(so, NULL, 10) : 0, lim = sl ? strtol(sl, NULL, 10) : 100;
+    if (off < 0 || lim < 1 || lim > 1000)
+        return fail(c, cn, 400, "invalid_request_error", off < 0 ? "offset" : "limit", NULL,
+                    "offset must be >= 0 and limit in [1, 1000]");
+    srv_reg_desc_t *list = NULL;
+    size_t n = 0, total = 0;
+    if (srv_reg_list(cn->s->reg, (size_t)off, (size_t)lim, &list, &n, &total))
+        return fail(c, cn, 500, "server_error", NULL, NULL, "out of memory");
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON *data = cJSON_AddArrayToObject(o, "data");
+    for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(data, desc_json(&list[i]));
+    cJSON_AddNumberToObject(o, "total", (double)total);
+    cJSON_AddNumberToObject(o, "offset", (double)off);
+    cJSON_AddNumberToObject(o, "limit", (double)lim);
+    free(list);
+    char *js = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return send_json(c, cn, 200, js);
+}
+
+/* /v1/adapters/{name}[/pin|/unpin] */
+static mhd_result_t do_adapter(struct MHD_Connection *c, conn_t *cn, const char *rest,
+                               const char *method) {
+    srv_server_t *s = cn->s;
+    char name[SRV_STORE_NAME_MAX + 2];
+    const char *slash = strchr(rest, '/');
+    size_t nl = slash ? (size_t)(slash - rest) : strlen(rest);
+    if (nl == 0 || nl >= sizeof name)
+        return fail(c, cn, 400, "invalid_request_error", "name", NULL, "bad adapter name");
+    memcpy(name, rest, nl);
+    name[nl] = '\0';
+    llm_error_t err = {0};
+    if (srv_reg_check_name(s->reg, name, &err))
+        return fail(c, cn, 400, "invalid_request_error", "name", NULL, err.msg);
+    srv_reg_desc_t d;
+    if (slash) {
+        int on = !strcmp(slash, "/pin");
+        if ((!on && strcmp(slash, "/unpin")) || strcmp(method, "POST"))
+            return fail(c, cn, 404, "not_found_error", NULL, NULL, "no such route");
+        if (srv_reg_pin(s->reg, name, on, &err) == LLM_ENOTFOUND)
+            return fail(c, cn, 404, "not_found_error", "name", "model_not_found",
+                        "no adapter with this name");
+        if (srv_reg_get(s->reg, name, &d))
+            return fail(c, cn, 404, "not_found_error", "name", "model_not_found",
+                        "no adapter with this name");
+        return send_desc(c, cn, 200, &d);
+    }
+    if (!strcmp(method, "DELETE")) {
+        int rc = srv_reg_delete(s->reg, name, &err);
+        if (rc == LLM_ENOTFOUND)
+            return fail(c, cn, 404, "not_found_error", "name", "model_not_found",
+                        "no adapter with this name");
+        if (rc == -EBUSY)
+            return fail(c, cn, 409, "conflict_error", "name", NULL,
+                        "the adapter is pinned; unpin it first");
+        if (rc) return fail(c, cn, 500, "server_error", NULL, NULL, err.msg);
+        char js[256];
+        snprintf(js, sizeof js, "{\"object\":\"adapter.deleted\",\"name\":\"%s\",\"deleted\":true}",
+                 name);
+        return send_json(c, cn, 200, strdup(js));
+    }
+    if (strcmp(method, "GET") && strcmp(method, "HEAD"))
+        return fail(c, cn, 405, "invalid_request_error", NULL, NULL, "method not allowed");
+    if (srv_reg_get(s->reg, name, &d))
+        return fail(c, cn, 404, "not_found_error", "name", "model_not_found",
+                    "no adapter with this name");
+    return send_desc(c, cn, 200, &d);
 }
 
 /* ---- completions ---- */
@@ -299,7 +502,7 @@ static mhd_result_t do_completion(struct MHD_Connection *c, conn_t *cn, int is_c
     if (cn->has_call) cn->call.req->metrics_adapter = -1; /* until the request is valid */
     if (rc) return send_error(c, cn, &e);
     srv_request_t *r = cn->call.req;
-    r->metrics_adapter = srv_met_adapter(s->met, r->adapters.n ? r->adapters.a[0]->name : NULL);
+    r->metrics_adapter = srv_met_adapter(s->met, r->adapters.n ? r->label : NULL);
     if (r->n_choices > s->cfg->max_running)
         return fail(c, cn, 400, "invalid_request_error", "n", NULL,
                     "prompts x n exceed max_running, the most sequences the server runs at once");
@@ -409,6 +612,12 @@ static mhd_result_t route(struct MHD_Connection *c, conn_t *cn, const char *url,
         if (!post) goto not_allowed;
         return do_completion(c, cn, !strcmp(url, "/v1/chat/completions"));
     }
+    if (!strcmp(url, "/v1/adapters")) {
+        if (post) return do_upload(c, cn);
+        if (!get) goto not_allowed;
+        return do_list_adapters(c, cn);
+    }
+    if (!strncmp(url, "/v1/adapters/", 13)) return do_adapter(c, cn, url + 13, method);
     if (!strcmp(url, "/v1/load_lora_adapter") || !strcmp(url, "/v1/unload_lora_adapter")) {
         if (!post) goto not_allowed;
         return do_load(c, cn, !strcmp(url, "/v1/unload_lora_adapter"));
@@ -431,7 +640,24 @@ static mhd_result_t on_request(void *cls, struct MHD_Connection *c, const char *
         cn->refs = 1;
         *con_cls = cn;
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-        if (cl && strtoll(cl, NULL, 10) > s->cfg->max_body_bytes) cn->too_large = 1;
+        int upload = !strcmp(method, "POST") && !strcmp(url, "/v1/adapters");
+        long long limit = upload ? s->cfg->max_upload_bytes : s->cfg->max_body_bytes;
+        if (cl && strtoll(cl, NULL, 10) > limit + (upload ? 65536 : 0)) {
+            /* refuse before the body is read: nobody should stream a gigabyte to get a 413 */
+            cn->too_large = 1;
+            cn->is_api = !strncmp(url, "/v1/", 4);
+            return fail(c, cn, 413, "invalid_request_error", NULL, "request_too_large",
+                        upload ? "the upload is larger than max_upload_bytes"
+                               : "the request body is larger than max_body_bytes");
+        }
+        /* uploads stream through the multipart parser into the store, never into memory */
+        if (upload && s->ready && !cn->too_large) cn->pp = MHD_create_post_processor(c, 65536, post_iter, cn);
+        return MHD_YES;
+    }
+    if (*upload_size && cn->pp) {
+        if (MHD_post_process(cn->pp, upload, *upload_size) != MHD_YES && !cn->up_err)
+            cn->up_err = LLM_EFORMAT;
+        *upload_size = 0;
         return MHD_YES;
     }
     if (*upload_size) {

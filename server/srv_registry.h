@@ -1,9 +1,15 @@
-/* srv_registry.h: the adapters the server knows, by name.
+/* srv_registry.h: adapters by name, backed by the on-disk store, with a resident cache.
  *
- * Names map to loaded adapters (adp_adapter_t, compute-ready). A request takes references to
- * the adapters it runs with (srv_reg_acquire) and releases them when it ends, so unloading a
- * name never pulls an adapter out from under a running request. All functions are thread-safe
- * (one mutex; loading and validation of files happen outside it).
+ * Names and versions live in srv_store (durable, content addressed). Compute-ready adapters
+ * (adp_adapter_t) are cached in memory by VERSION, never by name, so a name that moves to a
+ * new version can never be served from the old one's cache entry. The cache is bounded by a
+ * byte budget: when a load pushes it over, the least recently used entries that are neither
+ * pinned nor in use by a request are evicted. A request whose adapter is not resident loads it
+ * on its own (HTTP) thread: it waits only for its own load (concurrent requests for the same
+ * version wait for that one load), and the engine keeps stepping everyone else meanwhile.
+ *
+ * Thread-safe: one mutex guards the cache and every adapter reference count; loads and file
+ * copies happen outside it.
  */
 #ifndef SRV_REGISTRY_H
 #define SRV_REGISTRY_H
@@ -15,43 +21,62 @@
 #include "llm_error.h"
 #include "model.h"
 #include "srv_metrics.h"
+#include "srv_store.h"
 
 typedef struct srv_reg_s srv_reg_t;
 
-typedef struct srv_reg_info_s {
-    char name[128];
-    char path[1024];
-    time_t created;
-    adp_method_t method;
+typedef struct srv_reg_desc_s {
+    srv_store_desc_t st;      /* name, version, created, bytes (files), pinned */
+    char method[16];
     int rank_min, rank_max;
-    size_t bytes;
     char target_modules[256];
-} srv_reg_info_t;
+    char source[1024];        /* directory it was imported from ("" for uploads) */
+    int resident;             /* compute-ready form in memory */
+    size_t resident_bytes;
+    long long uses;           /* requests that used this version since start */
+} srv_reg_desc_t;
 
-/* base, base_name and met (may be NULL) are borrowed and must outlive the registry; loads are
- * timed into met. */
-srv_reg_t *srv_reg_create(const core_model_t *base, const char *base_name, srv_met_t *met);
+/* base, base_name, met (may be NULL) and store are borrowed and must outlive the registry.
+ * budget_bytes bounds the resident cache (0 = unlimited). */
+srv_reg_t *srv_reg_create(const core_model_t *base, const char *base_name, srv_met_t *met,
+                          srv_store_t *store, size_t budget_bytes);
 void srv_reg_free(srv_reg_t *reg);
 
-/* A name is 1..100 characters of [A-Za-z0-9._-], not starting with '.'; the base's own name is
- * reserved. Returns 0 or LLM_EINVAL with err saying why. */
+/* Name rules of the store, and the base's own name is reserved. 0 or LLM_EINVAL. */
 int srv_reg_check_name(const srv_reg_t *reg, const char *name, llm_error_t *err);
 
-/* Loads DIR and registers it under name. LLM_EINVAL (bad name, or already loaded: message
- * says so), or the loader's error. */
-int srv_reg_load(srv_reg_t *reg, const char *name, const char *dir, llm_error_t *err);
-/* Loads every subdirectory of dir (name = subdirectory name). Stops at the first failure. */
-int srv_reg_load_dir(srv_reg_t *reg, const char *dir, llm_error_t *err);
-/* Removes name; running requests keep their references. LLM_ENOTFOUND when absent. */
-int srv_reg_unload(srv_reg_t *reg, const char *name);
+/* Validates an upload against the base (exactly as loading does), records its descriptor and
+ * commits it under name. The adapter stays resident (it was just loaded). Consumes up.
+ * *created: 1 new name or new version, 0 identical re-upload. Returns 0, or the validation /
+ * store error (nothing is stored then). */
+int srv_reg_commit_upload(srv_reg_t *reg, srv_store_upload_t *up, const char *name,
+                          srv_reg_desc_t *out, int *created, llm_error_t *err);
 
-/* Takes a reference to name's adapter, or NULL when absent. Release with srv_reg_release. */
-adp_adapter_t *srv_reg_acquire(srv_reg_t *reg, const char *name);
+/* Copies DIR (adapter_config.json + adapter_model.safetensors) into the store under name and
+ * validates it. exclusive: fail with LLM_EEXIST-like LLM_EINVAL when name exists (vLLM's
+ * load_lora_adapter). */
+int srv_reg_import_dir(srv_reg_t *reg, const char *name, const char *dir, int exclusive,
+                       srv_reg_desc_t *out, int *created, llm_error_t *err);
+/* Imports every subdirectory of dir (name = subdirectory name). Stops at the first failure. */
+int srv_reg_import_all(srv_reg_t *reg, const char *dir, llm_error_t *err);
+
+/* Removes name; running requests keep their version. LLM_ENOTFOUND; -EBUSY when pinned. */
+int srv_reg_delete(srv_reg_t *reg, const char *name, llm_error_t *err);
+/* Pins (never evicted) or unpins name's current version. */
+int srv_reg_pin(srv_reg_t *reg, const char *name, int on, llm_error_t *err);
+
+int srv_reg_get(srv_reg_t *reg, const char *name, srv_reg_desc_t *out);
+/* Names in order from offset; *out new array (caller frees), *n entries, *total names. */
+int srv_reg_list(srv_reg_t *reg, size_t offset, size_t limit, srv_reg_desc_t **out, size_t *n,
+                 size_t *total);
+
+/* Resolves name to its current version and returns a reference to the compute-ready adapter,
+ * loading it first when it is not resident. Returns NULL with err: LLM_ENOTFOUND for an
+ * unknown name, or the load error. Release with srv_reg_release. */
+adp_adapter_t *srv_reg_acquire(srv_reg_t *reg, const char *name, llm_error_t *err);
 void srv_reg_release(adp_adapter_t *a);
 
-/* Snapshot of the registered adapters (new array, caller frees); *n receives the count. */
-srv_reg_info_t *srv_reg_list(srv_reg_t *reg, int *n);
-/* Resident adapters and their bytes. */
-void srv_reg_stats(srv_reg_t *reg, int *count, size_t *bytes);
+/* Resident adapters and their bytes; registered names. */
+void srv_reg_stats(srv_reg_t *reg, int *resident, size_t *bytes, size_t *names);
 
 #endif

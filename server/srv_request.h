@@ -64,7 +64,8 @@ typedef struct srv_request_s {
     int ignore_eos;
     int logprobs;              /* 0 = off; else number of top alternatives + 1 (>= 1) */
     adp_set_t adapters;        /* the references are held by the request */
-    char adapter_key[256];     /* label for fairness queues and metrics ("" = base) */
+    char adapter_key[256];     /* fairness queue key: names and scales ("" = base) */
+    char label[128];           /* metrics label: the first adapter's name as requested */
     int metrics_adapter;       /* srv_met_adapter() slot */
     double deadline;           /* monotonic seconds; 0 = none */
     double t_arrival;          /* monotonic seconds */

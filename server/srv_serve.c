@@ -8,6 +8,7 @@
 #include "srv_serve.h"
 
 #include <cblas.h>
+#include <ftw.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -70,6 +71,15 @@ static int32_t kv_blocks(const srv_config_t *cfg, const core_model_config_t *mc)
     return (int32_t)(want < cap ? want : cap);
 }
 
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void rm_tree(const char *dir) { nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS); }
+
 int srv_serve_main(int argc, char **argv) {
     srv_config_t cfg;
     llm_error_t err = {0};
@@ -92,6 +102,8 @@ int srv_serve_main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     srv_server_t s = {.cfg = &cfg, .created = time(NULL), .model_name = cfg.model_name};
+    srv_store_t *store = NULL;
+    char tmp_root[4096] = "";
     srv_http_t *http = NULL;
     int exit_code = 1;
     s.met = srv_met_create(cfg.metrics_adapter_labels);
@@ -120,23 +132,47 @@ int srv_serve_main(int argc, char **argv) {
         logf_(SRV_LOG_WARN, "chat completions unavailable: %s", err.msg);
         s.chat = NULL;
     }
-    s.reg = srv_reg_create(s.model, s.model_name, s.met);
-    srv_req_set_adapter_release(srv_reg_release);
-    if (!s.reg) goto out;
-    if (cfg.adapter_dir[0]) {
-        if (srv_reg_load_dir(s.reg, cfg.adapter_dir, &err)) {
-            logf_(SRV_LOG_ERROR, "%s", err.msg);
+    /* The adapter registry lives in registry_dir; without one, in a private temporary
+     * directory removed at exit (uploads then do not survive a restart). */
+    const char *root = cfg.registry_dir;
+    if (!root[0]) {
+        snprintf(tmp_root, sizeof tmp_root, "%s/loramux-registry-XXXXXX",
+                 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+        if (!mkdtemp(tmp_root)) {
+            logf_(SRV_LOG_ERROR, "cannot create a temporary registry directory");
             goto out;
         }
-        int n;
-        size_t bytes;
-        srv_reg_stats(s.reg, &n, &bytes);
+        root = tmp_root;
+    }
+    double ts = srv_now();
+    if (srv_store_open(root, cfg.max_upload_bytes, &store, &err)) {
+        logf_(SRV_LOG_ERROR, "registry: %s", err.msg);
+        goto out;
+    }
+    if (srv_store_open_notes(store)[0])
+        logf_(SRV_LOG_WARN, "registry repaired at open:\n%s", srv_store_open_notes(store));
+    s.store = store;
+    s.reg = srv_reg_create(s.model, s.model_name, s.met, store,
+                           (size_t)cfg.adapter_memory_budget_mb << 20);
+    srv_req_set_adapter_release(srv_reg_release);
+    if (!s.reg) goto out;
+    if (cfg.adapter_dir[0] && srv_reg_import_all(s.reg, cfg.adapter_dir, &err)) {
+        logf_(SRV_LOG_ERROR, "%s", err.msg);
+        goto out;
+    }
+    {
+        int n_res;
+        size_t bytes, names;
+        srv_reg_stats(s.reg, &n_res, &bytes, &names);
         /* adapters present at start-up get the first per-adapter metric labels */
-        srv_reg_info_t *list = srv_reg_list(s.reg, &n);
-        for (int i = 0; list && i < n; i++) srv_met_adapter(s.met, list[i].name);
+        srv_reg_desc_t *list = NULL;
+        size_t n = 0;
+        srv_reg_list(s.reg, 0, 1024, &list, &n, NULL);
+        for (size_t i = 0; list && i < n; i++) srv_met_adapter(s.met, list[i].st.name);
         free(list);
-        logf_(SRV_LOG_INFO, "%d adapters loaded from %s (%.1f MB)", n, cfg.adapter_dir,
-              bytes / 1e6);
+        logf_(SRV_LOG_INFO, "registry %s%s: %zu adapters (%d resident, %.1f MB), opened in "
+              "%.3f s", root, cfg.registry_dir[0] ? "" : " (temporary)", names, n_res,
+              bytes / 1e6, srv_now() - ts);
     }
     srv_engine_opts_t eo = {.max_running = cfg.max_running,
                             .max_step_tokens = cfg.max_step_tokens,
@@ -171,6 +207,8 @@ out:
     srv_http_stop(http);
     srv_engine_stop(s.eng);
     srv_reg_free(s.reg);
+    srv_store_free(store);
+    if (tmp_root[0]) rm_tree(tmp_root);
     srv_chat_free(s.chat);
     tok_free(s.tok);
     core_model_free(s.model);

@@ -29,6 +29,7 @@ typedef struct srv_server_s {
     srv_chat_t *chat;         /* NULL when the model has no chat template */
     char chat_error[512];     /* why chat is unavailable */
     srv_reg_t *reg;
+    srv_store_t *store;       /* the registry's durable side (uploads stream into it) */
     srv_engine_t *eng;
     const char *model_name;   /* the base's id in "model" */
     volatile int ready;       /* model loaded and warmed up */
