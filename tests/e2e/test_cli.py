@@ -96,3 +96,22 @@ def test_unknown_config_key_refused(run, fixtures, tmp_path):
     r = run("generate", "--model", d, "--prompt", "x")
     assert r.returncode == 1
     assert "sliding_window_pattern" in r.stderr
+
+
+def test_readme_configuration_table_is_current(run):
+    """The README's configuration table is the one the binary generates from its settings."""
+    import pathlib
+    readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
+    r = run("config-table")
+    assert r.returncode == 0 and r.stdout.startswith("| setting |")
+    assert r.stdout in readme, "README's configuration table is stale: paste `loramux config-table`"
+
+
+def test_serve_help_lists_every_setting(run):
+    r = run("serve", "--help")
+    assert r.returncode == 0
+    table = run("config-table").stdout
+    flags = [line.split("`")[3].split()[0] for line in table.splitlines()[2:] if line.count("`") >= 4]
+    assert len(flags) > 20
+    for flag in flags:  # booleans are shown as --[no-]name
+        assert flag in r.stdout or flag.replace("--", "--[no-]") in r.stdout, flag
