@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -117,6 +118,14 @@ int srv_serve_main(int argc, char **argv) {
     }
     logf_(SRV_LOG_INFO, "listening on http://%s:%d (auth %s)", cfg.host, cfg.port,
           s.n_keys ? "on" : "off");
+    {
+        const char *core = openblas_get_corename();
+        logf_(SRV_LOG_INFO, "OpenBLAS core %s (OPENBLAS_CORETYPE=%s), %d threads", core,
+              getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "unset", threads);
+        if (core && !strcasecmp(core, "haswell") && __builtin_cpu_supports("avx512f"))
+            logf_(SRV_LOG_WARN, "this CPU has AVX-512 but OpenBLAS uses its Haswell kernels; "
+                  "set OPENBLAS_CORETYPE=SkylakeX for faster prefill");
+    }
 
     double t0 = srv_now();
     if (core_model_load(cfg.model, &s.model, &err) || tok_load(cfg.model, &s.tok, &err)) {
