@@ -218,7 +218,11 @@ static mhd_result_t do_load(struct MHD_Connection *c, conn_t *cn, int unload) {
     } else if (unload) {
         char msg[300];
         llm_error_t uerr = {0};
-        if (srv_reg_delete(s->reg, name->valuestring, &uerr) == 0) {
+        int drc = srv_reg_delete(s->reg, name->valuestring, &uerr);
+        if (drc == -EBUSY) {
+            ret = fail(c, cn, 409, "conflict_error", "lora_name", NULL,
+                       "the adapter is pinned; unpin it first");
+        } else if (drc == 0) {
             snprintf(msg, sizeof msg, "Success: LoRA adapter '%s' removed successfully.",
                      name->valuestring);
             ret = send_text(c, cn, 200, "text/plain", strdup(msg));
@@ -596,9 +600,13 @@ static mhd_result_t route(struct MHD_Connection *c, conn_t *cn, const char *url,
     if (!authorized(s, c))
         return fail(c, cn, 401, "authentication_error", NULL, "invalid_api_key",
                     "missing or invalid API key (Authorization: Bearer KEY)");
-    if (cn->too_large)
+    if (cn->too_large) {
+        srv_store_abort(cn->up);
+        cn->up = NULL;
         return fail(c, cn, 413, "invalid_request_error", NULL, "request_too_large",
-                    "the request body is larger than max_body_bytes");
+                    !strcmp(url, "/v1/adapters") ? "the upload is larger than max_upload_bytes"
+                                                 : "the request body is larger than max_body_bytes");
+    }
     if (s->draining)
         return fail(c, cn, 503, "unavailable_error", NULL, NULL, "the server is shutting down");
     if (!s->ready)
@@ -639,6 +647,12 @@ static mhd_result_t on_request(void *cls, struct MHD_Connection *c, const char *
         cn->s = s;
         cn->refs = 1;
         *con_cls = cn;
+        if (!strncmp(url, "/v1/", 4) && !authorized(s, c)) {
+            /* before any byte of the body is read, let alone stored */
+            cn->is_api = 1;
+            return fail(c, cn, 401, "authentication_error", NULL, "invalid_api_key",
+                        "missing or invalid API key (Authorization: Bearer KEY)");
+        }
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         int upload = !strcmp(method, "POST") && !strcmp(url, "/v1/adapters");
         long long limit = upload ? s->cfg->max_upload_bytes : s->cfg->max_body_bytes;

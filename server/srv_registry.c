@@ -34,7 +34,48 @@ struct srv_reg_s {
     char (*src_name)[SRV_STORE_NAME_MAX + 1];
     char (*src_path)[1024];
     int n_src, cap_src;
+    /* pinned names and the version each points at (few): a version is pinned while any
+     * pinned name points at it */
+    char (*pin_name)[SRV_STORE_NAME_MAX + 1];
+    char (*pin_ver)[SRV_STORE_VERSION_LEN + 1];
+    int n_pin, cap_pin;
 };
+
+static srv_reg_t *g_reg; /* the process's registry, for srv_reg_release's budget check */
+
+/* g_mu held */
+static void pin_set(srv_reg_t *r, const char *name, const char *version) {
+    int i;
+    for (i = 0; i < r->n_pin && strcmp(r->pin_name[i], name); i++) {}
+    if (!version) { /* unpinned or deleted */
+        if (i < r->n_pin) {
+            r->n_pin--;
+            memcpy(r->pin_name[i], r->pin_name[r->n_pin], sizeof r->pin_name[0]);
+            memcpy(r->pin_ver[i], r->pin_ver[r->n_pin], sizeof r->pin_ver[0]);
+        }
+        return;
+    }
+    if (i == r->n_pin) {
+        if (r->n_pin == r->cap_pin) {
+            int cap = r->cap_pin ? r->cap_pin * 2 : 16;
+            void *a = realloc(r->pin_name, (size_t)cap * sizeof *r->pin_name);
+            if (!a) return;
+            r->pin_name = a;
+            void *b = realloc(r->pin_ver, (size_t)cap * sizeof *r->pin_ver);
+            if (!b) return;
+            r->pin_ver = b;
+            r->cap_pin = cap;
+        }
+        snprintf(r->pin_name[r->n_pin++], sizeof r->pin_name[0], "%s", name);
+    }
+    snprintf(r->pin_ver[i], sizeof r->pin_ver[0], "%s", version);
+}
+
+static int version_pinned(const srv_reg_t *r, const char *version) {
+    for (int i = 0; i < r->n_pin; i++)
+        if (!strcmp(r->pin_ver[i], version)) return 1;
+    return 0;
+}
 
 static void set_source(srv_reg_t *r, const char *name, const char *path) {
     int i;
@@ -109,7 +150,8 @@ static void evict(srv_reg_t *r, const char *keep) {
         entry_t *victim = NULL;
         for (int i = 0; i < r->n; i++) {
             entry_t *e = &r->e[i];
-            if (!strcmp(e->version, keep) || !e->a || e->loading || e->pinned || e->a->refs > 1)
+            if (!strcmp(e->version, keep) || !e->a || e->loading || e->a->refs > 1 ||
+                version_pinned(r, e->version))
                 continue;
             if (!victim || e->last_used < victim->last_used) victim = e;
         }
@@ -172,6 +214,17 @@ srv_reg_t *srv_reg_create(const core_model_t *base, const char *base_name, srv_m
     r->met = met;
     r->store = store;
     r->budget = budget_bytes;
+    /* pinned names, read once (pins are few; the full scan happens only here) */
+    srv_store_desc_t page[256];
+    size_t got = 0;
+    char after[SRV_STORE_NAME_MAX + 1] = "";
+    do {
+        srv_store_list(store, after, 0, 256, page, &got, NULL);
+        for (size_t i = 0; i < got; i++)
+            if (page[i].pinned) pin_set(r, page[i].name, page[i].version);
+        if (got) snprintf(after, sizeof after, "%s", page[got - 1].name);
+    } while (got == 256);
+    g_reg = r;
     return r;
 }
 
@@ -183,6 +236,9 @@ void srv_reg_free(srv_reg_t *r) {
     free(r->e);
     free(r->src_name);
     free(r->src_path);
+    free(r->pin_name);
+    free(r->pin_ver);
+    if (g_reg == r) g_reg = NULL;
     free(r);
 }
 
@@ -193,6 +249,8 @@ int srv_reg_check_name(const srv_reg_t *r, const char *name, llm_error_t *err) {
         return llm_err_set(err, LLM_EINVAL, "adapter name \"%s\" is the base model's name", name);
     return 0;
 }
+
+static void forget_if_unnamed(srv_reg_t *r, const char *version);
 
 static int commit(srv_reg_t *r, srv_store_upload_t *up, const char *name, const char *source,
                   srv_reg_desc_t *out, int *created, llm_error_t *err) {
@@ -207,9 +265,22 @@ static int commit(srv_reg_t *r, srv_store_upload_t *up, const char *name, const 
                         srv_store_upload_path(up, SRV_STORE_WEIGHTS), name, NULL, &a, err);
     srv_met_adapter_load(r->met, now_s() - t0, rc == 0);
     if (rc) {
+        /* messages name the part, not the server's temporary paths */
+        for (int part = 0; err && part < 2; part++) {
+            const char *tp = srv_store_upload_path(up, part);
+            char *at;
+            while (tp && (at = strstr(err->msg, tp))) {
+                const char *nm = part ? "adapter_model.safetensors" : "adapter_config.json";
+                size_t tl = strlen(tp), nl = strlen(nm);
+                memmove(at + nl, at + tl, strlen(at + tl) + 1);
+                memcpy(at, nm, nl);
+            }
+        }
         srv_store_abort(up); /* a refused adapter leaves nothing behind */
         return rc;
     }
+    srv_store_desc_t old;
+    int had_old = srv_store_get(r->store, name, &old) == 0;
     char *meta = meta_json(a);
     if (meta) srv_store_upload_set_meta(up, meta);
     free(meta);
@@ -224,6 +295,7 @@ static int commit(srv_reg_t *r, srv_store_upload_t *up, const char *name, const 
     /* keep the validated form resident under its version: the first request is warm */
     pthread_mutex_lock(&g_mu);
     set_source(r, name, source);
+    if (st.pinned) pin_set(r, name, st.version); /* a pinned name's new version is pinned */
     entry_t *e = find(r, st.version);
     if (!e && (e = add_entry(r, st.version))) {
         e->a = a;
@@ -235,6 +307,7 @@ static int commit(srv_reg_t *r, srv_store_upload_t *up, const char *name, const 
     }
     if (a) adp_adapter_unref(a);
     pthread_mutex_unlock(&g_mu);
+    if (had_old && strcmp(old.version, st.version)) forget_if_unnamed(r, old.version);
     if (created) *created = newv;
     if (out) fill_desc(r, &st, out);
     return 0;
@@ -356,8 +429,8 @@ int srv_reg_pin(srv_reg_t *r, const char *name, int on, llm_error_t *err) {
     srv_store_desc_t d;
     if (srv_store_get(r->store, name, &d) == 0) {
         pthread_mutex_lock(&g_mu);
-        entry_t *e = find(r, d.version);
-        if (e) e->pinned = on;
+        pin_set(r, name, on ? d.version : NULL);
+        if (!on) evict(r, ""); /* an unpinned version may now be over the budget */
         pthread_mutex_unlock(&g_mu);
     }
     return 0;
@@ -443,6 +516,8 @@ void srv_reg_release(adp_adapter_t *a) {
     if (!a) return;
     pthread_mutex_lock(&g_mu);
     adp_adapter_unref(a);
+    /* an adapter that was in use could not be evicted: now it can */
+    if (g_reg && g_reg->budget && g_reg->resident_bytes > g_reg->budget) evict(g_reg, "");
     pthread_mutex_unlock(&g_mu);
 }
 
