@@ -10,13 +10,13 @@ PKGS     := libopenblas-dev libpcre2-dev libcjson-dev libmicrohttpd-dev libuv1-d
 PCLIBS   := openblas libpcre2-8 libcjson libmicrohttpd libuv nettle
 
 WARN     := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter
-INC      := -Icore -Iadapters -Iserver
+INC      := -Icore -Icore/kernels -Iadapters -Iserver
 PCCFLAGS  = $(shell pkg-config --cflags $(PCLIBS) 2>/dev/null)
 PCLDLIBS  = $(shell pkg-config --libs $(PCLIBS) 2>/dev/null) -lm -lpthread
 OPT      ?= -O2 -g -march=native
 SANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-LIB_SRC  := $(wildcard core/*.c adapters/*.c) $(filter-out server/main.c,$(wildcard server/*.c))
+LIB_SRC  := $(wildcard core/*.c core/kernels/*.c adapters/*.c) $(filter-out server/main.c,$(wildcard server/*.c))
 APP_SRC  := server/main.c
 SUP_SRC  := $(wildcard tests/support/*.c)
 TEST_SRC := $(wildcard tests/unit/test_*.c)
@@ -84,8 +84,13 @@ build/bench/%: build/obj/bench/%.o $(LIB_OBJ) $(SUP_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(OPT) $^ -o $@ $(PCLDLIBS)
 
-bench: $(BENCHES)
+# Then the Python benches of the server (tests/e2e helpers; a few minutes each at most).
+PY_BENCHES := bench/bench_upload.py bench/bench_registry.py
+bench: $(BENCHES) build/loramux build/loramux-synth
 	@for b in $(BENCHES); do echo "== $$b"; $$b || exit 1; done
+	@for b in $(PY_BENCHES); do echo "== $$b"; \
+	  LORAMUX_FIXTURES=$(FIXTURES) LORAMUX_BIN=$(abspath build/loramux) \
+	  LORAMUX_SYNTH=$(abspath build/loramux-synth) $(PYTHON) $$b || exit 1; done
 
 e2e-test: build/loramux build/loramux-synth
 	LORAMUX_FIXTURES=$(FIXTURES) LORAMUX_BIN=$(abspath build/loramux) \

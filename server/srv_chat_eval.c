@@ -69,7 +69,9 @@ static const char *type_name(const val_t *v) {
     case SRV_CHAT__V_BOOL: return "bool";
     case SRV_CHAT__V_INT: return "int";
     case SRV_CHAT__V_STR: return "str";
-    case SRV_CHAT__V_LIST: return v->aux ? "tuple" : "list";
+    case SRV_CHAT__V_LIST:
+        return v->aux == SRV_CHAT__L_TUPLE ? "tuple" : v->aux == SRV_CHAT__L_GEN ? "generator"
+             : v->aux == SRV_CHAT__L_VIEW ? "dict view" : "list";
     case SRV_CHAT__V_DICT: return "dict";
     case SRV_CHAT__V_NS: return "Namespace";
     case SRV_CHAT__V_FUNC: return "function";
@@ -220,10 +222,15 @@ int srv_chat__truthy(const val_t *v) {
     case SRV_CHAT__V_BOOL:
     case SRV_CHAT__V_INT: return v->u.i != 0;
     case SRV_CHAT__V_STR: return v->n > 0;
-    case SRV_CHAT__V_LIST: return v->u.l->n > 0;
+    case SRV_CHAT__V_LIST: return v->aux == SRV_CHAT__L_GEN || v->u.l->n > 0;
     case SRV_CHAT__V_DICT: return v->u.d->n > 0;
     default: return 1;
     }
+}
+
+/* A list or a tuple (not a generator or a dict view). */
+static int is_seq(const val_t *v) {
+    return v->t == SRV_CHAT__V_LIST && (v->aux == SRV_CHAT__L_LIST || v->aux == SRV_CHAT__L_TUPLE);
 }
 
 static int is_num(const val_t *v) { return v->t == SRV_CHAT__V_INT || v->t == SRV_CHAT__V_BOOL; }
@@ -280,16 +287,18 @@ int srv_chat__len(rctx_t *R, const val_t *v, int line, int64_t *out) {
         *out = k;
         return 0;
     }
-    case SRV_CHAT__V_LIST: *out = (int64_t)v->u.l->n; return 0;
+    case SRV_CHAT__V_LIST:
+        if (v->aux == SRV_CHAT__L_GEN) break;
+        *out = (int64_t)v->u.l->n;
+        return 0;
     case SRV_CHAT__V_DICT: *out = (int64_t)v->u.d->n; return 0;
-    default:
-        return srv_chat__fail(R, LLM_EINVAL, line, "object of type '%s' has no len()",
-                              type_name(v));
+    default: break;
     }
+    return srv_chat__fail(R, LLM_EINVAL, line, "object of type '%s' has no len()", type_name(v));
 }
 
 int srv_chat__iterate(rctx_t *R, const val_t *x, int line, const list_t **out) {
-    static list_t empty = {NULL, 0};
+    static const list_t empty = {NULL, 0};
     switch (x->t) {
     case SRV_CHAT__V_UNDEF: *out = &empty; return 0;
     case SRV_CHAT__V_LIST: *out = x->u.l; return 0;
@@ -397,7 +406,7 @@ int srv_chat__getitem(rctx_t *R, const val_t *x, const val_t *key, int line, val
         }
         return srv_chat__getattr(R, x, key->u.s, key->n, line, out);
     }
-    if (is_num(key) && (x->t == SRV_CHAT__V_LIST || x->t == SRV_CHAT__V_STR)) {
+    if (is_num(key) && (is_seq(x) || x->t == SRV_CHAT__V_STR)) {
         int64_t i = key->u.i, len = 0;
         int rc = srv_chat__len(R, x, line, &len);
         if (rc) return rc;
@@ -415,27 +424,32 @@ int srv_chat__getitem(rctx_t *R, const val_t *x, const val_t *key, int line, val
         }
         size_t *o, ncp;
         if ((rc = cp_offsets(R, x->u.s, x->n, line, &o, &ncp))) return rc;
-        *out = (val_t){.t = SRV_CHAT__V_STR, .n = o[i + 1] - o[i], .u.s = x->u.s + o[i]};
+        *out = (val_t){.t = SRV_CHAT__V_STR, .aux = x->aux, .n = o[i + 1] - o[i], .u.s = x->u.s + o[i]};
         return 0;
     }
-    *out = (val_t){.t = SRV_CHAT__V_UNDEF, .aux = 3, .name = "unsupported subscript", .n = 21};
+    /* Jinja turns the TypeError/LookupError of e.g. 5[0] or dict[0] into an undefined value */
+    *out = (val_t){.t = SRV_CHAT__V_UNDEF, .aux = 3, .name = "no such item", .n = 12};
     return 0;
 }
 
-/* Python's slice.indices() + the selection, for lists/tuples and (by code point) strings. */
+/* Python's slice.indices() + the selection, for lists/tuples and (by code point) strings.
+ * (Jinja folds constant expressions at compile time, where e.g. 5[1:] becomes undefined
+ * instead of an error; that quirk is not reproduced.) */
 static int slice(rctx_t *R, const val_t *x, const val_t *b[3], int line, val_t *out) {
     int64_t idx[3];
-    int has[3];
+    int has[3], bad = 0;
+    if (x->t == SRV_CHAT__V_UNDEF) return srv_chat__undef_fail(R, x, line);
     for (int k = 0; k < 3; k++) {
         has[k] = b[k] && b[k]->t != SRV_CHAT__V_NONE;
-        if (has[k] && !is_num(b[k]))
-            return srv_chat__fail(R, LLM_EINVAL, line, "slice indices must be integers or None");
-        idx[k] = has[k] ? b[k]->u.i : 0;
+        bad |= has[k] && !is_num(b[k]);
+        idx[k] = has[k] && !bad ? b[k]->u.i : 0;
     }
-    if (x->t == SRV_CHAT__V_UNDEF) return srv_chat__undef_fail(R, x, line);
-    if (x->t != SRV_CHAT__V_LIST && x->t != SRV_CHAT__V_STR)
+    /* Jinja compiles slices to a plain Python subscript (not its forgiving getitem), so
+     * these are TypeErrors */
+    if (!is_seq(x) && x->t != SRV_CHAT__V_STR)
         return srv_chat__fail(R, LLM_EINVAL, line, "'%s' object is not subscriptable",
                               type_name(x));
+    if (bad) return srv_chat__fail(R, LLM_EINVAL, line, "slice indices must be integers or None");
     int64_t step = has[2] ? idx[2] : 1, len;
     if (step == 0) return srv_chat__fail(R, LLM_EINVAL, line, "slice step cannot be zero");
     int rc = srv_chat__len(R, x, line, &len);
@@ -469,7 +483,8 @@ static int slice(rctx_t *R, const val_t *x, const val_t *b[3], int line, val_t *
     size_t *o, ncp;
     if ((rc = cp_offsets(R, x->u.s, x->n, line, &o, &ncp))) return rc;
     if (step == 1) {
-        *out = (val_t){.t = SRV_CHAT__V_STR, .n = count ? o[se[0] + count] - o[se[0]] : 0,
+        *out = (val_t){.t = SRV_CHAT__V_STR, .aux = x->aux,
+                       .n = count ? o[se[0] + count] - o[se[0]] : 0,
                        .u.s = x->u.s + (count ? o[se[0]] : 0)};
         return 0;
     }
@@ -480,6 +495,7 @@ static int slice(rctx_t *R, const val_t *x, const val_t *b[3], int line, val_t *
     }
     if (rc == 0) rc = srv_chat__buf_to_str(R, &b2, line, out);
     free(b2.s);
+    out->aux = x->aux;
     return rc;
 }
 
@@ -545,6 +561,13 @@ static int arith(rctx_t *R, int op, const val_t *a, const val_t *b, int line, va
         return 0;
     }
     if (op == SRV_CHAT__OP_ADD && a->t == SRV_CHAT__V_STR && b->t == SRV_CHAT__V_STR) {
+        val_t ea, eb;
+        if (a->aux != b->aux) { /* Markup + str escapes the str (markupsafe), and stays Markup */
+            int rc = a->aux ? srv_chat__escape(R, b, line, &eb) : srv_chat__escape(R, a, line, &ea);
+            if (rc) return rc;
+            if (a->aux) b = &eb;
+            else a = &ea;
+        }
         if (a->n + b->n > R->c->lim.max_output)
             return srv_chat__fail(R, LLM_ERANGE, line, "string longer than %zu bytes",
                                   R->c->lim.max_output);
@@ -552,11 +575,10 @@ static int arith(rctx_t *R, int op, const val_t *a, const val_t *b, int line, va
         if (!d) return srv_chat__nomem(R, line);
         memcpy(d, a->u.s, a->n);
         memcpy(d + a->n, b->u.s, b->n);
-        *out = (val_t){.t = SRV_CHAT__V_STR, .n = a->n + b->n, .u.s = d};
+        *out = (val_t){.t = SRV_CHAT__V_STR, .aux = a->aux, .n = a->n + b->n, .u.s = d};
         return 0;
     }
-    if (op == SRV_CHAT__OP_ADD && a->t == SRV_CHAT__V_LIST && b->t == SRV_CHAT__V_LIST &&
-        a->aux == b->aux) {
+    if (op == SRV_CHAT__OP_ADD && is_seq(a) && is_seq(b) && a->aux == b->aux) {
         size_t n = a->u.l->n + b->u.l->n;
         list_t *l = srv_chat__mklist(R, n, line);
         if (!l) return R->err->code;
@@ -565,9 +587,9 @@ static int arith(rctx_t *R, int op, const val_t *a, const val_t *b, int line, va
         *out = (val_t){.t = SRV_CHAT__V_LIST, .aux = a->aux, .u.l = l};
         return 0;
     }
-    if (op == SRV_CHAT__OP_MUL && (a->t == SRV_CHAT__V_STR || a->t == SRV_CHAT__V_LIST) && is_num(b))
+    if (op == SRV_CHAT__OP_MUL && (a->t == SRV_CHAT__V_STR || is_seq(a)) && is_num(b))
         return repeat(R, a, b->u.i, line, out);
-    if (op == SRV_CHAT__OP_MUL && (b->t == SRV_CHAT__V_STR || b->t == SRV_CHAT__V_LIST) && is_num(a))
+    if (op == SRV_CHAT__OP_MUL && (b->t == SRV_CHAT__V_STR || is_seq(b)) && is_num(a))
         return repeat(R, b, a->u.i, line, out);
     if (op == SRV_CHAT__OP_MOD && a->t == SRV_CHAT__V_STR)
         return srv_chat__fail(R, LLM_EINVAL, line, "unsupported '%%' string formatting");
@@ -597,6 +619,8 @@ static int contains(rctx_t *R, const val_t *hay, const val_t *x, int line, int *
         for (size_t i = 0; i < hay->u.l->n && !*res; i++) *res = srv_chat__eq(&hay->u.l->v[i], x);
         return 0;
     case SRV_CHAT__V_DICT:
+        if (x->t == SRV_CHAT__V_LIST || x->t == SRV_CHAT__V_DICT || x->t == SRV_CHAT__V_NS)
+            return srv_chat__fail(R, LLM_EINVAL, line, "unhashable type: '%s'", type_name(x));
         *res = x->t == SRV_CHAT__V_STR && srv_chat__dict_get(hay->u.d, x->u.s, x->n) != NULL;
         return 0;
     default:
@@ -991,6 +1015,10 @@ int srv_chat__eval(const srv_chat_t *c, const srv_chat_msg_t *msgs, int n, int a
     int rc = make_globals(&R, &globals, msgs, n, add_gen);
     if (rc == 0) rc = exec(&R, &root, c->body, c->nbody);
     if (rc == 0 && !out.s) rc = srv_chat__buf_put(&R, &out, "", 0, 0);
+    /* the result is a C string: a NUL from a template literal ('\0') would cut it short */
+    if (rc == 0 && memchr(out.s, '\0', out.n))
+        rc = llm_err_set(R.err, LLM_EINVAL, "chat template: the rendered text contains a NUL "
+                                            "character");
     srv_chat__arena_free(&R.ar);
     if (rc < 0) {
         free(out.s);

@@ -193,7 +193,8 @@ typedef struct srv_chat__loop_s srv_chat__loop_t;
 
 struct srv_chat__val_s {
     int t;
-    int aux;          /* LIST: 1 = tuple; FUNC: id; UNDEF: 1 = missing attribute, 0 = name */
+    int aux;          /* LIST: SRV_CHAT__L_*; STR: 1 = Markup (from safe/escape); FUNC: id;
+                       * UNDEF: 0 = missing name, 1 = attribute, 2 = element, 3 = message */
     const char *name; /* UNDEF: what was missing (n bytes); METHOD: method name (NUL-ended) */
     size_t n;         /* STR: byte length; UNDEF: length of name */
     union {
@@ -205,6 +206,11 @@ struct srv_chat__val_s {
         srv_chat__loop_t *loop;
     } u;
 };
+
+/* Kinds of V_LIST (aux). Generators (what map/select/reject/selectattr/rejectattr/items and
+ * reverse return in Jinja) and dict views (dict.items()/keys()/values()) can be iterated but
+ * not indexed or printed; a generator is always true and has no length. */
+enum { SRV_CHAT__L_LIST = 0, SRV_CHAT__L_TUPLE = 1, SRV_CHAT__L_GEN = 2, SRV_CHAT__L_VIEW = 3 };
 
 struct srv_chat__list_s {
     srv_chat__val_t *v;
@@ -299,6 +305,9 @@ int srv_chat__compare(srv_chat__rctx_t *R, int op, const srv_chat__val_t *a,
                       const srv_chat__val_t *b, int line, int *res);
 /* Counts work against max_steps. */
 int srv_chat__step(srv_chat__rctx_t *R, uint64_t k, int line);
+
+/* HTML-escapes s (markupsafe.escape) into a Markup V_STR. */
+int srv_chat__escape(srv_chat__rctx_t *R, const srv_chat__val_t *s, int line, srv_chat__val_t *out);
 
 /* Library (srv_chat_lib.c). name is the filter/test name for messages. */
 int srv_chat__filter(srv_chat__rctx_t *R, int id, const char *name, const srv_chat__val_t *x,

@@ -204,13 +204,17 @@ static int repr(rctx_t *R, const val_t *v, buf_t *b, int line, int depth) {
     case SRV_CHAT__V_UNDEF: return put(R, b, "Undefined", line);
     case SRV_CHAT__V_STR: return repr_str(R, v->u.s, v->n, b, line);
     case SRV_CHAT__V_LIST: {
-        int rc = put(R, b, v->aux ? "(" : "[", line);
+        int tuple = v->aux == SRV_CHAT__L_TUPLE;
+        if (v->aux == SRV_CHAT__L_GEN || v->aux == SRV_CHAT__L_VIEW) /* Python prints an address */
+            return srv_chat__fail(R, LLM_EINVAL, line, "cannot print a %s (add |list)",
+                                  v->aux == SRV_CHAT__L_GEN ? "generator" : "dict view");
+        int rc = put(R, b, tuple ? "(" : "[", line);
         for (size_t i = 0; i < v->u.l->n && rc == 0; i++) {
             if (i) rc = put(R, b, ", ", line);
             if (rc == 0) rc = repr(R, &v->u.l->v[i], b, line, depth + 1);
         }
-        if (rc == 0 && v->aux && v->u.l->n == 1) rc = put(R, b, ",", line);
-        return rc ? rc : put(R, b, v->aux ? ")" : "]", line);
+        if (rc == 0 && tuple && v->u.l->n == 1) rc = put(R, b, ",", line);
+        return rc ? rc : put(R, b, tuple ? ")" : "]", line);
     }
     case SRV_CHAT__V_DICT: return repr_dict(R, v->u.d, b, line, depth);
     default: return srv_chat__str(R, v, b, line);
@@ -218,7 +222,7 @@ static int repr(rctx_t *R, const val_t *v, buf_t *b, int line, int depth) {
 }
 
 int srv_chat__str(rctx_t *R, const val_t *v, buf_t *b, int line) {
-    char num[32];
+    char num[64];
     switch (v->t) {
     case SRV_CHAT__V_UNDEF: return 0;
     case SRV_CHAT__V_NONE: return put(R, b, "None", line);
@@ -234,9 +238,12 @@ int srv_chat__str(rctx_t *R, const val_t *v, buf_t *b, int line) {
         if (rc == 0) rc = repr_dict(R, v->u.d, b, line, 1);
         return rc ? rc : put(R, b, ">", line);
     }
+    case SRV_CHAT__V_LOOP:
+        snprintf(num, sizeof num, "<LoopContext %lld/%lld>", (long long)v->u.loop->index0 + 1,
+                 (long long)v->u.loop->length);
+        return put(R, b, num, line);
     default:
-        return srv_chat__fail(R, LLM_EINVAL, line, "unsupported conversion of a %s to a string",
-                              v->t == SRV_CHAT__V_LOOP ? "loop object" : "function");
+        return srv_chat__fail(R, LLM_EINVAL, line, "unsupported conversion of a function to a string");
     }
 }
 
@@ -314,6 +321,9 @@ static int json(rctx_t *R, const val_t *v, const json_opts_t *o, int level, buf_
     case SRV_CHAT__V_STR: return json_str(R, v->u.s, v->n, o->ascii, b, line);
     case SRV_CHAT__V_LIST: {
         size_t n = v->u.l->n;
+        if (v->aux == SRV_CHAT__L_GEN || v->aux == SRV_CHAT__L_VIEW)
+            return srv_chat__fail(R, LLM_EINVAL, line, "Object of type %s is not JSON serializable",
+                                  v->aux == SRV_CHAT__L_GEN ? "generator" : "dict view");
         if (n == 0) return put(R, b, "[]", line);
         rc = put(R, b, "[", line);
         for (size_t i = 0; i < n && rc == 0; i++) {
@@ -574,6 +584,8 @@ static int get_path(rctx_t *R, const val_t *x, const val_t *path, int line, val_
 
 static int f_first_last(rctx_t *R, const val_t *x, int last, int line, val_t *out) {
     const list_t *items;
+    if (last && x->t == SRV_CHAT__V_LIST && x->aux == SRV_CHAT__L_GEN)
+        return srv_chat__fail(R, LLM_EINVAL, line, "'generator' object is not reversible");
     int rc = srv_chat__iterate(R, x, line, &items);
     if (rc) return rc;
     if (items->n == 0) {
@@ -591,6 +603,7 @@ static int f_join(rctx_t *R, const val_t *x, const args_t *a, int line, val_t *o
     val_t sep = {.t = SRV_CHAT__V_STR, .u.s = ""};
     int rc = srv_chat__iterate(R, x, line, &items);
     if (rc == 0 && d) rc = srv_chat__to_str(R, d, line, &sep);
+    if (rc) return rc;
     buf_t b = {0};
     for (size_t i = 0; i < items->n && rc == 0; i++) {
         val_t v = items->v[i];
@@ -665,7 +678,7 @@ static int f_seq(rctx_t *R, int id, const val_t *x, const args_t *a, int line, v
         }
         if (keep == want) l->v[l->n++] = items->v[i];
     }
-    *out = (val_t){.t = SRV_CHAT__V_LIST, .u.l = l};
+    *out = (val_t){.t = SRV_CHAT__V_LIST, .aux = SRV_CHAT__L_GEN, .u.l = l};
     return 0;
 }
 
@@ -709,12 +722,18 @@ static int f_reverse(rctx_t *R, const val_t *x, int line, val_t *out) {
     list_t *l = srv_chat__mklist(R, items->n, line);
     if (!l) return R->err->code;
     for (size_t i = 0; i < items->n; i++) l->v[i] = items->v[items->n - 1 - i];
-    *out = (val_t){.t = SRV_CHAT__V_LIST, .u.l = l};
+    *out = (val_t){.t = SRV_CHAT__V_LIST, .aux = SRV_CHAT__L_GEN, .u.l = l}; /* reversed() */
     return 0;
 }
 
-static int f_escape(rctx_t *R, const val_t *x, int line, val_t *out) {
+/* markupsafe.escape: a Markup string is returned as it is, anything else is converted with
+ * str() and escaped; the result is Markup, which escapes plain strings added to it. */
+int srv_chat__escape(rctx_t *R, const val_t *x, int line, val_t *out) {
     val_t s;
+    if (x->t == SRV_CHAT__V_STR && x->aux) {
+        *out = *x;
+        return 0;
+    }
     int rc = srv_chat__to_str(R, x, line, &s);
     buf_t b = {0};
     for (size_t i = 0; i < s.n && rc == 0; i++) {
@@ -725,6 +744,7 @@ static int f_escape(rctx_t *R, const val_t *x, int line, val_t *out) {
     }
     if (rc == 0) rc = srv_chat__buf_to_str(R, &b, line, out);
     free(b.s);
+    out->aux = 1;
     return rc;
 }
 
@@ -734,9 +754,11 @@ int srv_chat__filter(rctx_t *R, int id, const char *name, const val_t *x, const 
     int rc;
     int64_t n;
     switch (id) {
-    case F_TRIM:
-        if ((rc = srv_chat__to_str(R, x, line, &s))) return rc;
-        return strip(R, &s, arg(a, 0, "chars"), 1, 1, line, out);
+    case F_TRIM: /* soft_str(): a Markup input gives a Markup result */
+        if ((rc = srv_chat__to_str(R, x, line, &s)) || (rc = strip(R, &s, arg(a, 0, "chars"), 1, 1, line, out)))
+            return rc;
+        out->aux = s.aux;
+        return 0;
     case F_LENGTH:
         if ((rc = srv_chat__len(R, x, line, &n))) return rc;
         *out = vint(n);
@@ -745,10 +767,13 @@ int srv_chat__filter(rctx_t *R, int id, const char *name, const val_t *x, const 
     case F_LOWER:
     case F_TITLE:
     case F_CAPITALIZE:
-        if ((rc = srv_chat__to_str(R, x, line, &s))) return rc;
-        return change_case(R, &s, id == F_UPPER ? CASE_UPPER : id == F_LOWER ? CASE_LOWER
-                                  : id == F_TITLE ? CASE_JINJA_TITLE : CASE_CAPITALIZE,
-                           line, out);
+        if ((rc = srv_chat__to_str(R, x, line, &s)) ||
+            (rc = change_case(R, &s, id == F_UPPER ? CASE_UPPER : id == F_LOWER ? CASE_LOWER
+                                     : id == F_TITLE ? CASE_JINJA_TITLE : CASE_CAPITALIZE,
+                              line, out)))
+            return rc;
+        out->aux = id == F_TITLE ? 0 : s.aux; /* title joins plain str pieces */
+        return 0;
     case F_DEFAULT: {
         const val_t *d = arg(a, 0, "default_value"), *boolean = arg(a, 1, "boolean");
         int use = x->t == SRV_CHAT__V_UNDEF || (boolean && srv_chat__truthy(boolean) && !srv_chat__truthy(x));
@@ -756,8 +781,11 @@ int srv_chat__filter(rctx_t *R, int id, const char *name, const val_t *x, const 
         return 0;
     }
     case F_TOJSON: return f_tojson(R, x, a, line, out);
-    case F_STRING:
-    case F_SAFE: return srv_chat__to_str(R, x, line, out);
+    case F_STRING: return srv_chat__to_str(R, x, line, out); /* keeps Markup, like soft_str */
+    case F_SAFE:
+        if ((rc = srv_chat__to_str(R, x, line, out))) return rc;
+        out->aux = 1;
+        return 0;
     case F_FIRST:
     case F_LAST: return f_first_last(R, x, id == F_LAST, line, out);
     case F_JOIN: return f_join(R, x, a, line, out);
@@ -771,14 +799,16 @@ int srv_chat__filter(rctx_t *R, int id, const char *name, const val_t *x, const 
         if (x->t == SRV_CHAT__V_UNDEF) {
             list_t *l = srv_chat__mklist(R, 0, line);
             if (!l) return R->err->code;
-            *out = (val_t){.t = SRV_CHAT__V_LIST, .u.l = l};
+            *out = (val_t){.t = SRV_CHAT__V_LIST, .aux = SRV_CHAT__L_GEN, .u.l = l};
             return 0;
         }
         if (x->t != SRV_CHAT__V_DICT)
             return srv_chat__fail(R, LLM_EINVAL, line, "can only get item pairs from a mapping");
-        return srv_chat__method(R, x, "items", a, line, out);
+        if ((rc = srv_chat__method(R, x, "items", a, line, out))) return rc;
+        out->aux = SRV_CHAT__L_GEN; /* Jinja's items filter is a generator */
+        return 0;
     }
-    case F_ESCAPE: return f_escape(R, x, line, out);
+    case F_ESCAPE: return srv_chat__escape(R, x, line, out);
     case F_REPLACE: {
         val_t old, nw;
         const val_t *cnt = arg(a, 2, "count");
@@ -817,6 +847,10 @@ int srv_chat__test(rctx_t *R, int id, const char *name, const val_t *x, const ar
     int t = x->t, rc;
     static const int cmp_op[] = {SRV_CHAT__OP_EQ, SRV_CHAT__OP_NE, SRV_CHAT__OP_LT,
                                  SRV_CHAT__OP_LE, SRV_CHAT__OP_GT, SRV_CHAT__OP_GE};
+    int want = id == T_DIVISIBLEBY || (id >= T_EQ && id <= T_IN) || id == T_SAMEAS;
+    if (id > 0 && (a->n + a->nkw != want))
+        return srv_chat__fail(R, LLM_EINVAL, line, "test '%s' takes %s argument", name,
+                              want ? "one" : "no");
     switch (id) {
     case T_DEFINED: *res = t != SRV_CHAT__V_UNDEF; return 0;
     case T_UNDEFINED: *res = t == SRV_CHAT__V_UNDEF; return 0;
@@ -831,10 +865,13 @@ int srv_chat__test(rctx_t *R, int id, const char *name, const val_t *x, const ar
     case T_MAPPING: *res = t == SRV_CHAT__V_DICT; return 0;
     case T_ITERABLE:
     case T_SEQUENCE: /* Jinja's Undefined is iterable and has a length */
-        *res = t == SRV_CHAT__V_STR || t == SRV_CHAT__V_LIST || t == SRV_CHAT__V_DICT ||
-               t == SRV_CHAT__V_UNDEF;
+        *res = t == SRV_CHAT__V_STR || t == SRV_CHAT__V_DICT || t == SRV_CHAT__V_UNDEF ||
+               (t == SRV_CHAT__V_LIST && (id == T_ITERABLE || x->aux == SRV_CHAT__L_LIST ||
+                                          x->aux == SRV_CHAT__L_TUPLE));
         return 0;
-    case T_CALLABLE: *res = t == SRV_CHAT__V_FUNC || t == SRV_CHAT__V_METHOD; return 0;
+    case T_CALLABLE: /* LoopContext is callable too (recursive loops) */
+        *res = t == SRV_CHAT__V_FUNC || t == SRV_CHAT__V_METHOD || t == SRV_CHAT__V_LOOP;
+        return 0;
     case T_EVEN:
     case T_ODD:
     case T_DIVISIBLEBY: {
@@ -911,7 +948,11 @@ static int str_method(rctx_t *R, const val_t *s, const char *name, const args_t 
             (rc = want_str(R, y, "replace argument", line)))
             return rc;
         if (!is_none(cnt) && (rc = want_int(R, cnt, "count", line))) return rc;
-        return str_replace(R, s, x, y, is_none(cnt) ? -1 : cnt->u.i, line, out);
+        val_t ex, ey; /* Markup.replace escapes its arguments */
+        if (s->aux && ((rc = srv_chat__escape(R, x, line, &ex)) || (rc = srv_chat__escape(R, y, line, &ey))))
+            return rc;
+        return str_replace(R, s, s->aux ? &ex : x, s->aux ? &ey : y, is_none(cnt) ? -1 : cnt->u.i,
+                           line, out);
     }
     if (!strcmp(name, "find") || !strcmp(name, "count")) {
         if (a->n > 1) return srv_chat__fail(R, LLM_EINVAL, line, "unsupported start/end arguments");
@@ -958,10 +999,12 @@ static int str_method(rctx_t *R, const val_t *s, const char *name, const args_t 
         if (!x) return srv_chat__fail(R, LLM_EINVAL, line, "join needs an argument");
         rc = srv_chat__iterate(R, x, line, &items);
         for (size_t i = 0; i < (rc ? 0 : items->n) && rc == 0; i++) {
-            if (items->v[i].t != SRV_CHAT__V_STR)
+            val_t item = items->v[i];
+            if (item.t != SRV_CHAT__V_STR)
                 rc = srv_chat__fail(R, LLM_EINVAL, line, "sequence item %zu: expected str", i);
+            if (rc == 0 && s->aux) rc = srv_chat__escape(R, &items->v[i], line, &item);
             if (rc == 0 && i) rc = srv_chat__buf_put(R, &b, s->u.s, s->n, line);
-            if (rc == 0) rc = srv_chat__buf_put(R, &b, items->v[i].u.s, items->v[i].n, line);
+            if (rc == 0) rc = srv_chat__buf_put(R, &b, item.u.s, item.n, line);
         }
         if (rc == 0) rc = srv_chat__buf_to_str(R, &b, line, out);
         free(b.s);
@@ -1009,15 +1052,35 @@ static int dict_method(rctx_t *R, const val_t *d, const char *name, const args_t
             l->v[i] = which == 1 ? k : D->kv[i].v;
         }
     }
-    *out = (val_t){.t = SRV_CHAT__V_LIST, .u.l = l};
+    *out = (val_t){.t = SRV_CHAT__V_LIST, .aux = SRV_CHAT__L_VIEW, .u.l = l};
     return 0;
 }
 
 int srv_chat__method(rctx_t *R, const val_t *self, const char *name, const args_t *a, int line,
                      val_t *out) {
+    static const char *const keeps_markup[] = {"strip", "lstrip", "rstrip", "upper", "lower",
+                                               "title", "capitalize", "replace", "removeprefix",
+                                               "removesuffix", "join", NULL};
+    int rc;
     switch (self->t) {
-    case SRV_CHAT__V_STR: return str_method(R, self, name, a, line, out);
+    case SRV_CHAT__V_STR:
+        rc = str_method(R, self, name, a, line, out);
+        /* Markup's methods return Markup (and Markup.join escapes the items) */
+        if (rc == 0 && self->aux && out->t == SRV_CHAT__V_STR && in_names(keeps_markup, name, strlen(name)))
+            out->aux = 1;
+        return rc;
     case SRV_CHAT__V_DICT: return dict_method(R, self, name, a, line, out);
+    case SRV_CHAT__V_LIST:
+        if ((!strcmp(name, "count") || !strcmp(name, "index")) && a->n == 1 && a->nkw == 0) {
+            int64_t k = 0, at = -1;
+            for (size_t i = 0; i < self->u.l->n; i++)
+                if (srv_chat__eq(&self->u.l->v[i], &a->v[0]) && k++ == 0) at = (int64_t)i;
+            if (name[0] == 'i' && at < 0)
+                return srv_chat__fail(R, LLM_EINVAL, line, "list.index(x): x not in list");
+            *out = vint(name[0] == 'c' ? k : at);
+            return 0;
+        }
+        break;
     case SRV_CHAT__V_LOOP:
         if (!strcmp(name, "cycle") && a->n > 0) {
             *out = a->v[self->u.loop->index0 % a->n];

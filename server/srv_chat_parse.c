@@ -371,7 +371,9 @@ static int parse_subscript(parser_t *P, node_t *obj, node_t **out) {
         node_t *n = mk(P, SRV_CHAT__E_ITEM, line);
         if (!n) return oom(P);
         n->a = obj;
-        if ((rc = parse_tuple(P, 1, 1, NULL, &n->b))) return rc;
+        if (is_op(P, "]")) n->b = mk(P, SRV_CHAT__E_TUPLE, line);
+        else if ((rc = parse_tuple(P, 1, 1, NULL, &n->b))) return rc;
+        if (!n->b) return oom(P);
         if (n->b->kind != SRV_CHAT__E_TUPLE) {
             node_t *t = mk(P, SRV_CHAT__E_TUPLE, line);
             if (!t || !(t->kids = srv_chat__alloc(P->a, sizeof *t->kids))) return oom(P);

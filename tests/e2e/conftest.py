@@ -581,3 +581,185 @@ def eventually(check, timeout=3.0, interval=0.05):
             if time.monotonic() > deadline:
                 raise
         time.sleep(interval)
+
+
+# ---- adapter registry: uploads and the on-disk layout (srv_store.h) ----
+
+import hashlib  # noqa: E402  (kept with the helpers that use it)
+import struct  # noqa: E402
+import uuid  # noqa: E402
+
+UPLOAD_PARTS = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def adapter_files(d):
+    """(config bytes, weights bytes) of an adapter directory."""
+    d = pathlib.Path(d)
+    return (d / "adapter_config.json").read_bytes(), (d / "adapter_model.safetensors").read_bytes()
+
+
+def adapter_version(config, weights):
+    """The registry's version of an adapter, computed independently:
+    "sha256:" + sha256(le64(len(config)) || config || weights)."""
+    h = hashlib.sha256()
+    h.update(struct.pack("<Q", len(config)))
+    h.update(config)
+    h.update(weights)
+    return "sha256:" + h.hexdigest()
+
+
+def adapter_dir_version(d):
+    return adapter_version(*adapter_files(d))
+
+
+class FilePart:
+    """A multipart part whose body is read from a file in pieces (never whole in memory)."""
+
+    def __init__(self, path):
+        self.path = pathlib.Path(path)
+
+    def __len__(self):
+        return self.path.stat().st_size
+
+    def pieces(self, size=1 << 20):
+        with open(self.path, "rb") as f:
+            while True:
+                b = f.read(size)
+                if not b:
+                    return
+                yield b
+
+
+def multipart(parts, boundary=None):
+    """multipart/form-data for parts, a list of (field name, body): body is bytes, str or a
+    FilePart; file-like parts get a filename. Returns (content type, total length, iterator of
+    byte pieces) so that large files are streamed."""
+    boundary = boundary or "loramux-" + uuid.uuid4().hex
+    segs = []
+    for name, body in parts:
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        disp = f'form-data; name="{name}"'
+        if name != "name":
+            disp += f'; filename="{name}"'
+        head = (f"--{boundary}\r\nContent-Disposition: {disp}\r\n"
+                f"Content-Type: application/octet-stream\r\n\r\n").encode("utf-8")
+        segs += [head, body, b"\r\n"]
+    segs.append(f"--{boundary}--\r\n".encode())
+    total = sum(len(s) for s in segs)
+
+    def gen():
+        for s in segs:
+            if isinstance(s, FilePart):
+                yield from s.pieces()
+            elif s:
+                yield s
+    return f"multipart/form-data; boundary={boundary}", total, gen()
+
+
+def upload_parts(name, adapter=None, config=None, weights=None, weights_first=False):
+    """The parts of a normal upload: name, then the two files (from the adapter directory
+    unless config / weights bytes are given)."""
+    if adapter is not None:
+        d = pathlib.Path(adapter)
+        config = config if config is not None else FilePart(d / "adapter_config.json")
+        weights = weights if weights is not None else FilePart(d / "adapter_model.safetensors")
+    files = [("adapter_config.json", config), ("adapter_model.safetensors", weights)]
+    if weights_first:
+        files.reverse()
+    return [("name", name)] + files
+
+
+def upload(srv, name=None, adapter=None, config=None, weights=None, parts=None,
+           weights_first=False, chunked=False, timeout=300, headers=None, piece_size=1 << 20,
+           on_piece=None):
+    """POST /v1/adapters (multipart, streamed from the files) over a raw socket, so that an
+    early answer (413 before the body is read) is still read after the server stops reading.
+    parts overrides the usual three; chunked sends Transfer-Encoding: chunked instead of a
+    Content-Length; on_piece(bytes sent so far) is called before each piece of the body.
+    Returns a Response (status not checked)."""
+    if parts is None:
+        parts = upload_parts(name, adapter, config, weights, weights_first)
+    ctype, total, body = multipart(parts)
+    h = srv.headers(headers)
+    h["Host"] = f"{srv.host}:{srv.port}"
+    h["Content-Type"] = ctype
+    h["Connection"] = "close"
+    if chunked:
+        h["Transfer-Encoding"] = "chunked"
+    else:
+        h["Content-Length"] = str(total)
+    head = "POST /v1/adapters HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items())
+    sock = socket.create_connection((srv.host, srv.port), timeout=timeout)
+    try:
+        sock.sendall(head.encode() + b"\r\n")
+        sent = 0
+        try:
+            for piece in body:
+                for i in range(0, len(piece), piece_size):
+                    p = piece[i:i + piece_size]
+                    if on_piece:
+                        on_piece(sent)
+                    sock.sendall(b"%x\r\n%s\r\n" % (len(p), p) if chunked else p)
+                    sent += len(p)
+            if chunked:
+                sock.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered before reading everything, and closed
+        resp = http.client.HTTPResponse(sock, method="POST")
+        resp.begin()
+        return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+    finally:
+        sock.close()
+
+
+def upload_ok(srv, name, adapter, **kw):
+    """Uploads and asserts 200/201; returns the descriptor."""
+    r = upload(srv, name, adapter, **kw)
+    assert r.status in (200, 201), r
+    return r.json()
+
+
+def registry_state(root):
+    """What the registry directory holds: {"names": {name: (version, pinned)}, "blobs":
+    {hex: sorted file names}, "tmp": sorted entries of tmp/}."""
+    root = pathlib.Path(root)
+    names = {}
+    for p in sorted((root / "names").iterdir()) if (root / "names").is_dir() else []:
+        lines = p.read_text().splitlines()
+        names[p.name] = (lines[0] if lines else "", "pinned" in lines[1:])
+    blobs = {}
+    for p in sorted((root / "blobs").iterdir()) if (root / "blobs").is_dir() else []:
+        blobs[p.name] = sorted(q.name for q in p.iterdir()) if p.is_dir() else None
+    tmp = sorted(p.name for p in (root / "tmp").iterdir()) if (root / "tmp").is_dir() else []
+    return {"names": names, "blobs": blobs, "tmp": tmp}
+
+
+def check_registry_consistent(root, rehash=True):
+    """Asserts the invariants of srv_store.h on a registry directory that no process has
+    open: every name points at a complete blob whose files hash to its version, and no blob
+    is half written. Returns registry_state(root)."""
+    root = pathlib.Path(root)
+    st = registry_state(root)
+    for name, (version, _) in st["names"].items():
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}", version), (name, version)
+        hexd = version[7:]
+        assert hexd in st["blobs"], f"name {name} points at missing blob {version}"
+    for hexd, files in st["blobs"].items():
+        assert files is not None and re.fullmatch(r"[0-9a-f]{64}", hexd), (hexd, files)
+        assert {"manifest", *UPLOAD_PARTS} <= set(files), (hexd, files)
+        b = root / "blobs" / hexd
+        man = (b / "manifest").read_text()
+        assert f"version sha256:{hexd}" in man, man
+        cs = int(re.search(r"config_bytes (\d+)", man).group(1))
+        ws = int(re.search(r"weights_bytes (\d+)", man).group(1))
+        assert (b / UPLOAD_PARTS[0]).stat().st_size == cs, (hexd, man)
+        assert (b / UPLOAD_PARTS[1]).stat().st_size == ws, (hexd, man)
+        if rehash:
+            h = hashlib.sha256(struct.pack("<Q", cs))
+            for part in UPLOAD_PARTS:
+                with open(b / part, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+            assert h.hexdigest() == hexd, f"blob {hexd} does not hash to its name"
+    return st

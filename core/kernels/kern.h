@@ -1,0 +1,192 @@
+/* kern.h: weight-matrix kernels for decode-sized steps, behind one dispatch table.
+ *
+ * The operation is a linear layer over a few tokens:
+ *
+ *     y[n, rows] = x[n, cols] · Wᵀ        W row-major (rows, cols) = [out, in], as checkpoints
+ *                                          store it; x and y fp32, row-major, contiguous
+ *
+ * for n = 1..32 tokens (any n ≥ 1 works). Every backend streams each weight row from memory once
+ * for all n tokens: a block of 4–8 rows is loaded from DRAM once and then dotted against every
+ * token while it sits in L1/L2. At n = 1 the cost is the weight bytes ÷ DRAM bandwidth, so the
+ * weight dtype is the lever (performance.md §2.5): F32 (4 B), BF16 (2 B), INT8 + one fp32 scale
+ * per row (1 B).
+ *
+ * Backends (kern_ops_t tables), chosen once at start-up by kern_select():
+ *   ref          plain C, the oracle, always present (kern_ref.c)
+ *   avx2         AVX2+FMA: bf16 widened to fp32 by a shift, int8 widened to fp32 (kern_avx2.c)
+ *   avx512       AVX-512F/BW/VL: same widening paths, 16 lanes (kern_avx512.c)
+ *   avx512-vnni  + int8 through vpdpbusd with activations quantised to int8 per token
+ *   avx512-bf16  + bf16 through vdpbf16ps with activations rounded to bf16, + int8 vnni
+ * Each ISA file is compiled with function-level target attributes, not -m flags: a generic
+ * build (no -march) runs on any x86-64 and only calls a backend after the CPU reported its
+ * features (__builtin_cpu_supports); -march=native is not needed for any kernel.
+ *
+ * Accuracy contract (what tests/unit/test_kernels.c checks against kern_ref):
+ *   - F32 weights, and the widening BF16/INT8 paths: products are exact fp32 products of the
+ *     same values the reference uses; only the summation order differs. |y − y_ref| ≤
+ *     1e-5 · Σ_k |x_k · w_k|.
+ *   - BF16 via vdpbf16ps: activations are rounded to bf16 once per call (relative error ≤ 2⁻⁸
+ *     each), so |y − y_ref| ≤ 2⁻⁸ · Σ_k |x_k · w_k| (+ fp32 summation error); ~0.15 % rms of
+ *     |y| on random data, the same size as the error of bf16 weights themselves.
+ *   - INT8 via VNNI: activations are quantised per token, xq = round(x · 127 / max|x|), step
+ *     sx = max|x| / 127, so each activation moves by at most sx/2 and
+ *     |y − y_ref| ≤ scale_r · sx · ½ · Σ_k |q_k| (+ fp32 rounding of the final scaling);
+ *     ~0.4 % rms of |y| on random data, again the size of the int8 weight error.
+ *
+ * Threads: the kernels themselves are reentrant and keep no state. kern_matmul_mt() splits the
+ * rows over a kern_pool_t the caller owns. Nothing here allocates per call: the caller passes
+ * a work buffer of kern_work_size() bytes (for the converted activations).
+ */
+#ifndef KERN_H
+#define KERN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- weights ---- */
+
+typedef enum {
+    KERN_W_F32 = 0, /* float */
+    KERN_W_BF16,    /* uint16_t raw bf16 bits (the top half of an fp32) */
+    KERN_W_I8,      /* int8_t q with w ≈ q · scale[row], symmetric, q in [-127, 127] */
+    KERN_W_COUNT
+} kern_wtype_t;
+
+const char *kern_wtype_name(kern_wtype_t t); /* "f32", "bf16", "int8"; static storage */
+size_t kern_wtype_size(kern_wtype_t t);      /* bytes per weight element: 4, 2, 1 */
+
+typedef struct kern_mat_s {
+    /* public: filled by the caller, borrowed by every kernel call */
+    kern_wtype_t type;
+    int64_t rows;       /* output features */
+    int64_t cols;       /* input features */
+    const void *data;   /* (rows, cols) row-major, type; any alignment (64 B is fastest) */
+    const float *scale; /* (rows) fp32; KERN_W_I8 only, NULL otherwise */
+} kern_mat_t;
+
+/* ---- activations as a backend reads them (filled by ops->prep) ---- */
+
+typedef struct kern_act_s {
+    /* read-only: written by ops->prep, read by ops->rows */
+    const float *x;      /* (n, ldx) fp32: the caller's x (ldx = cols), or an aligned copy */
+    int64_t ldx;         /* row stride of x in floats */
+    int n;               /* tokens */
+    int64_t cols;
+    int64_t ld;          /* row stride of xb / xq in elements (cols rounded up to 64) */
+    const uint16_t *xb;  /* (n, ld) bf16, zero padded; dpbf16 path only, else NULL */
+    const int8_t *xq;    /* (n, ld) int8, zero padded; vnni path only, else NULL */
+    const float *xs;     /* (n) per-token scale, x ≈ xq · xs; vnni path only */
+    const int32_t *xsum; /* (n) Σ_k xq[t][k]; vnni path only (for the u8 offset correction) */
+} kern_act_t;
+
+/* ---- the dispatch table ---- */
+
+/* Converts x[n, cols] into what this backend's rows kernel for weights of type wt reads
+ * (bf16 or int8 copies in work, a 64-byte aligned fp32 copy when x or its rows are not
+ * aligned, or nothing) and fills *a. work: kern_work_size(wt, n, cols) bytes, any alignment,
+ * borrowed for as long as *a is used; x likewise. Runs on one thread, O(n · cols).
+ * Cannot fail. */
+typedef void (*kern_prep_fn)(kern_wtype_t wt, const float *x, int n, int64_t cols, void *work,
+                             kern_act_t *a);
+
+/* y[t, r] = Σ_k x[t, k] · W[r, k] for every token t < a->n and every row r in [r0, r1) of w
+ * (y has row stride w->rows; other rows are not touched). a comes from the same backend's
+ * prep with the same weight type. Reentrant: threads may run disjoint row ranges of one call
+ * concurrently. Cannot fail; w->cols must equal a->cols. */
+typedef void (*kern_rows_fn)(const kern_mat_t *w, const kern_act_t *a, float *y, int64_t r0,
+                             int64_t r1);
+
+typedef struct kern_ops_s {
+    /* read-only: static tables, valid for the life of the process */
+    const char *name;                /* "ref", "avx2", "avx512", "avx512-vnni", "avx512-bf16" */
+    const char *path[KERN_W_COUNT];  /* per weight type, e.g. "bf16 dpbf16", "int8 vnni" */
+    kern_prep_fn prep;
+    kern_rows_fn rows[KERN_W_COUNT]; /* indexed by kern_wtype_t */
+} kern_ops_t;
+
+typedef enum {
+    KERN_BK_REF = 0,
+    KERN_BK_AVX2,
+    KERN_BK_AVX512,      /* AVX-512 F/BW/VL/DQ + FMA: widening bf16 and int8 paths */
+    KERN_BK_AVX512_VNNI, /* + AVX512_VNNI: int8 through vpdpbusd */
+    KERN_BK_AVX512_BF16, /* + AVX512_BF16 and VNNI: bf16 through vdpbf16ps, int8 vnni */
+    KERN_BK_COUNT
+} kern_backend_t;
+
+/* The table of backend b, or NULL when this CPU lacks its instructions (ref never is).
+ * Returns: borrowed, static. Thread-safe. */
+const kern_ops_t *kern_get(kern_backend_t b);
+
+/* Picks the best backend this CPU runs, unless the environment variable LORAMUX_KERNELS
+ * names one: ref | avx2 | avx512 (the best AVX-512 variant available) | avx512f |
+ * avx512-vnni | avx512-bf16. A value the CPU cannot run, or an unknown one, falls back to
+ * the best available and says so in desc. Writes a one-line description for the log into
+ * desc (cap bytes, always NUL-terminated when cap > 0; desc may be NULL), e.g.
+ * "kernels: avx512-bf16 (f32 fma, bf16 dpbf16, int8 vnni)".
+ * Returns: borrowed, static, never NULL. Call at start-up; thread-safe (reads getenv). */
+const kern_ops_t *kern_select(char *desc, size_t cap);
+
+/* ---- calls ---- */
+
+/* Bytes of work buffer any backend needs for n tokens of cols inputs against weights of
+ * type wt (room for an aligned fp32 copy of x plus int8 scales; about 4·n·cols). Includes
+ * alignment slack; the caller allocates it once, for its largest n and cols, and reuses it. */
+size_t kern_work_size(kern_wtype_t wt, int n, int64_t cols);
+
+/* y[n, w->rows] = x[n, w->cols] · wᵀ on the calling thread. x, y, work borrowed; y must not
+ * overlap x or work. work: kern_work_size(w->type, n, w->cols) bytes. n ≥ 1.
+ * Speed: the SIMD kernels load 64-byte vectors, and a load that straddles two cache lines
+ * costs about twice as much; keep w->data 64-byte aligned and rows a multiple of 64 bytes
+ * (true of every Llama-family shape) — hot matmuls run ~2× faster than from malloc's 16-byte
+ * alignment. x needs nothing: it is copied into aligned work when it is not aligned. */
+void kern_matmul(const kern_ops_t *ops, const kern_mat_t *w, const float *x, int n, float *y,
+                 void *work);
+
+/* ---- thread pool ---- */
+
+typedef struct kern_pool_s kern_pool_t;
+
+/* fn over [i0, i1) (non-empty) as participant tid (0 = the thread that called run). */
+typedef void (*kern_range_fn)(void *arg, int64_t i0, int64_t i1, int tid);
+
+/* A pool of n_threads participants: the calling thread of kern_pool_run plus n_threads − 1
+ * workers started here (1 ≤ n_threads ≤ 64; 1 starts no thread). After each run a worker
+ * spins for up to 2 ms (waking a sleeping one costs ~100 µs here), yielding the core now and
+ * then after the first 0.2 ms, then sleeps on a condition variable: an idle pool costs no CPU.
+ * Size it to the cores it may use (the caller counts as one).
+ * Returns 0, LLM_EINVAL or LLM_ENOMEM / -errno (pthread_create); *out is a new pool, caller
+ * frees with kern_pool_free(). */
+int kern_pool_create(int n_threads, kern_pool_t **out);
+
+/* Stops and joins the workers. Accepts NULL. Not while a run is in progress. */
+void kern_pool_free(kern_pool_t *p);
+
+int kern_pool_size(const kern_pool_t *p); /* participants, ≥ 1 */
+
+/* Splits [0, total) into one contiguous range per participant, boundaries multiples of align
+ * (≥ 1), calls fn on each non-empty range (the caller does range 0) and returns when all
+ * are done. One run at a time per pool, from one thread at a time; fn must not call
+ * kern_pool_run on the same pool (no nesting: asserted). No allocation. */
+void kern_pool_run(kern_pool_t *p, kern_range_fn fn, void *arg, int64_t total, int64_t align);
+
+/* kern_matmul with the rows split across the pool (prep runs once, on the calling thread).
+ * pool may be NULL (then it is kern_matmul). Results are bit-identical to kern_matmul:
+ * each output is computed by the same code whatever thread computes it. */
+void kern_matmul_mt(const kern_ops_t *ops, kern_pool_t *pool, const kern_mat_t *w,
+                    const float *x, int n, float *y, void *work);
+
+/* ---- conversion and quantisation ---- */
+
+/* bf16 ↔ fp32. f32 → bf16 rounds to nearest, ties to even; NaN stays a (quiet) NaN; ±Inf and
+ * values that round past the largest bf16 become ±Inf. */
+uint16_t kern_f32_to_bf16(float f);
+float kern_bf16_to_f32(uint16_t h);
+void kern_f32_to_bf16_n(const float *src, uint16_t *dst, size_t n);
+
+/* Symmetric per-row int8: scale[r] = max_k |src[r][k]| / 127 (0 for an all-zero row) and
+ * q[r][k] = round_half_even(src[r][k] · 127 / max_k |src[r][k]|) clamped to [-127, 127], so
+ * |src − q · scale| ≤ scale / 2. src (rows, cols) fp32; q (rows, cols); scale (rows).
+ * Non-finite inputs are the caller's problem (the scale becomes Inf/NaN). */
+void kern_quant_i8_rows(const float *src, int64_t rows, int64_t cols, int8_t *q, float *scale);
+
+#endif

@@ -1,0 +1,586 @@
+/* kern_avx512.c: AVX-512 streaming kernels for decode-sized linears, three tables.
+ *
+ *   avx512       AVX-512 F/BW/VL/DQ + FMA. f32: fp32 FMA. bf16: each weight widened to fp32 by
+ *                a 16-bit shift (exact), fp32 FMA. int8: widened to fp32 (exact), fp32 FMA,
+ *                times the row scale at the end. Accuracy: the reference's products, summed in
+ *                a different order (|err| ≤ ~1e-6 · Σ|x·w| in practice).
+ *   avx512-vnni  int8 through vpdpbusd. The activations are quantised once per call, per token,
+ *                to int8 with sx = max|x_t| / 127 (prep_quant_i8). Accuracy: each activation
+ *                moves by up to sx/2, so an output moves by up to scale_r · sx · ½ · Σ_k |q_k|.
+ *                Measured on uniform random data (1000×1537, n = 8): 0.39 % rms of |y| —
+ *                as much again as the int8 weight rounding itself — and more for a token whose
+ *                one outlier activation sets a coarse sx. Hence int8 weights are opt-in.
+ *   avx512-bf16  bf16 through vdpbf16ps with the activations rounded to bf16 (RNE, 8
+ *                significant bits) once per call, plus int8 vnni. Accuracy: each activation
+ *                has a relative error ≤ 2⁻⁸, so |err| ≤ 2⁻⁸ · Σ|x·w|; measured 0.15 % rms of
+ *                |y| on the same data, as much as the bf16 weight rounding itself. vdpbf16ps
+ *                also treats denormal inputs as zero and flushes denormal results (changes
+ *                below 1e-38 per term). For exact bf16 products, LORAMUX_KERNELS=avx512f.
+ *
+ * Shape of every kernel (performance.md §2.5/§6.2): a block of R weight rows is streamed
+ * from DRAM once and dotted against T tokens at a time (R·T accumulators in registers; R = 4,
+ * T ≤ 4 balanced over n), the later token tiles finding the rows in L1/L2. At n = 1 the block
+ * is R = 8 rows, which gives 8 independent accumulator chains and 8 concurrent streams. When
+ * n ≥ PF_MIN_N the first token tile of a block prefetches the next block, since the compute
+ * on a block is then long enough that the hardware prefetcher lets DRAM idle. Long rows are
+ * cut into column chunks so a tile's rows and tokens stay in L1 across the token tiles.
+ * Horizontal sums: 16 accumulators are reduced by one transposing shuffle tree (~45 ops)
+ * instead of 16 separate reductions (~160).
+ *
+ * Everything carries function-level target attributes; this file is safe to compile and link
+ * into a binary for any x86-64 and only runs after kern_dispatch.c checked the CPU.
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kern_int.h"
+
+/* ---- target attributes and tuning ---- */
+
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+#define T512VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx512vnni")))
+#define T512BF16                                                                            \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx512vnni,avx512bf16")))
+#define INL static inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 16")
+/* Keeps a loaded vector in a register: without it GCC folds the weight (or activation) load
+ * into each of the T (or R) multiply-adds as a memory operand, i.e. 20 loads per 16 FMAs
+ * instead of 8. */
+#define IN_REG(v) __asm__("" : "+v"(v))
+
+#ifndef PF_MIN_N
+#define PF_MIN_N 4     /* prefetch the next row block when n ≥ this (measured: bench) */
+#endif
+#ifndef PF_ROWS
+#define PF_ROWS 4      /* n ≥ PF_MIN_N: prefetch this many rows ahead (the next 4-row block) */
+#endif
+#ifndef PF_ROWS_N1
+#define PF_ROWS_N1 0   /* n = 1: rows ahead, 0 = no software prefetch */
+#endif
+#define VNNI_MAX_COLS 65536 /* int32 lane sums stay < 2³¹ up to here (255·127·cols) */
+
+/* k-chunk (columns) per pass when n ≥ 2: 4 weight rows + 4 tokens of one chunk are 16–32 KiB
+ * and stay in L1 across the token tiles. Without it a 5632-column block (4 × 11 KiB of bf16
+ * weights, and 4 × 11 KiB of activations per token tile) is re-read from L2 by every token
+ * tile: dpbf16 at n = 32 went from ~215 to ~290 GFLOP/s with 2048-column chunks (hot); for
+ * the other paths the effect was within the noise, and 2× smaller chunks were slower. */
+#ifndef KC_F32
+#define KC_F32 1024
+#endif
+#ifndef KC_BF16W
+#define KC_BF16W 1024
+#endif
+#ifndef KC_I8W
+#define KC_I8W 1024
+#endif
+#ifndef KC_BF16D
+#define KC_BF16D 2048
+#endif
+#ifndef KC_I8V
+#define KC_I8V 4096
+#endif
+#define MAX_TILES 8 /* chunking keeps partial sums of ≤ 8 token tiles (n ≤ 32) */
+
+/* ---- helpers ---- */
+
+/* Accumulators of a tile are indexed m = t·R + i (token t, row i). They are reduced by one
+ * transposing shuffle tree (~45 ops instead of 16 separate reductions): after it, lane
+ * 4L + e holds input vector base[L] + off[e] with base = {0, 8, 4, 12} and off =
+ * {0, 2, 1, 3}, so the inputs are fed in that permuted order (ID) and lane m of the result
+ * is the sum of accumulator m. The tree is used for every tile shape, zero-padded: each
+ * vector's lanes are then summed in the same order whatever the tile, so an output does not
+ * depend on which block (or which thread's row range) computed it. */
+static const int ID[16] = {0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15};
+
+INL T512 __m512 tree16_ps(const __m512 *v) {
+    __m512 u[8], s[4], p[2];
+    UNROLL for (int j = 0; j < 8; j++) {
+        __m512 lo = _mm512_shuffle_f32x4(v[j], v[j + 8], _MM_SHUFFLE(1, 0, 1, 0));
+        __m512 hi = _mm512_shuffle_f32x4(v[j], v[j + 8], _MM_SHUFFLE(3, 2, 3, 2));
+        u[j] = _mm512_add_ps(lo, hi);
+    }
+    UNROLL for (int j = 0; j < 4; j++) {
+        __m512 lo = _mm512_shuffle_f32x4(u[j], u[j + 4], _MM_SHUFFLE(2, 0, 2, 0));
+        __m512 hi = _mm512_shuffle_f32x4(u[j], u[j + 4], _MM_SHUFFLE(3, 1, 3, 1));
+        s[j] = _mm512_add_ps(lo, hi);
+    }
+    UNROLL for (int j = 0; j < 2; j++) {
+        __m512 lo = _mm512_shuffle_ps(s[j], s[j + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        __m512 hi = _mm512_shuffle_ps(s[j], s[j + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        p[j] = _mm512_add_ps(lo, hi);
+    }
+    __m512 lo = _mm512_shuffle_ps(p[0], p[1], _MM_SHUFFLE(2, 0, 2, 0));
+    __m512 hi = _mm512_shuffle_ps(p[0], p[1], _MM_SHUFFLE(3, 1, 3, 1));
+    return _mm512_add_ps(lo, hi);
+}
+
+/* The same tree on int32 lanes (the shuffles are bitwise; only the adds differ). */
+INL T512 __m512i tree16_epi32(const __m512i *v) {
+#define SF(a, b, imm) _mm512_castps_si512(_mm512_shuffle_f32x4(_mm512_castsi512_ps(a), \
+                                                                _mm512_castsi512_ps(b), imm))
+#define SP(a, b, imm) _mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(a), \
+                                                             _mm512_castsi512_ps(b), imm))
+    __m512i u[8], s[4], p[2];
+    UNROLL for (int j = 0; j < 8; j++)
+        u[j] = _mm512_add_epi32(SF(v[j], v[j + 8], _MM_SHUFFLE(1, 0, 1, 0)),
+                                SF(v[j], v[j + 8], _MM_SHUFFLE(3, 2, 3, 2)));
+    UNROLL for (int j = 0; j < 4; j++)
+        s[j] = _mm512_add_epi32(SF(u[j], u[j + 4], _MM_SHUFFLE(2, 0, 2, 0)),
+                                SF(u[j], u[j + 4], _MM_SHUFFLE(3, 1, 3, 1)));
+    UNROLL for (int j = 0; j < 2; j++)
+        p[j] = _mm512_add_epi32(SP(s[j], s[j + 2], _MM_SHUFFLE(1, 0, 1, 0)),
+                                SP(s[j], s[j + 2], _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm512_add_epi32(SP(p[0], p[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                            SP(p[0], p[1], _MM_SHUFFLE(3, 1, 3, 1)));
+#undef SF
+#undef SP
+}
+
+INL T512 __m512 reduce_ps(const __m512 *acc, const int cnt) {
+    __m512 v[16];
+    UNROLL for (int m = 0; m < 16; m++) v[ID[m]] = m < cnt ? acc[m] : _mm512_setzero_ps();
+    return tree16_ps(v);
+}
+
+INL T512 __m512i reduce_epi32(const __m512i *acc, const int cnt) {
+    __m512i v[16];
+    UNROLL for (int m = 0; m < 16; m++) v[ID[m]] = m < cnt ? acc[m] : _mm512_setzero_si512();
+    return tree16_epi32(v);
+}
+
+/* Lane m = t·R + i of a tile ← p[i] (per-row values, e.g. scales). R ∈ {1, 4, 8}. */
+INL T512 __m512 per_row(const float *p, const int R) {
+    if (R == 1) return _mm512_set1_ps(p[0]);
+    if (R == 4) return _mm512_broadcast_f32x4(_mm_loadu_ps(p));
+    return _mm512_maskz_loadu_ps(0xff, p); /* R == 8, T == 1 */
+}
+
+/* Lane m = t·R + i ← p[t] (per-token values), for the T tokens at p. */
+static const int DIV4[16] = {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3};
+
+INL T512 __m512 per_tok(const float *p, const int R, const int T) {
+    if (R == 8) return _mm512_set1_ps(p[0]);
+    __m512 v = _mm512_maskz_loadu_ps((__mmask16)((1u << T) - 1), p);
+    if (R == 1) return v;
+    return _mm512_permutexvar_ps(_mm512_loadu_si512(DIV4), v);
+}
+
+INL T512 __m512i per_tok_epi32(const int32_t *p, const int R, const int T) {
+    if (R == 8) return _mm512_set1_epi32(p[0]);
+    __m512i v = _mm512_maskz_loadu_epi32((__mmask16)((1u << T) - 1), p);
+    if (R == 1) return v;
+    return _mm512_permutexvar_epi32(_mm512_loadu_si512(DIV4), v);
+}
+
+/* y[t0 + t, r + i] = lane t·R + i of res. */
+INL T512 void store_tile(float *y, int64_t rows, int64_t r, int t0, const int R, const int T,
+                         __m512 res) {
+    if (R == 8) {
+        _mm256_storeu_ps(y + (size_t)t0 * (size_t)rows + (size_t)r, _mm512_castps512_ps256(res));
+        return;
+    }
+    float tmp[16];
+    _mm512_storeu_ps(tmp, res);
+    UNROLL for (int t = 0; t < T; t++) {
+        float *yt = y + (size_t)(t0 + t) * (size_t)rows + (size_t)r;
+        if (R == 4)
+            _mm_storeu_ps(yt, _mm_loadu_ps(tmp + 4 * t));
+        else
+            yt[0] = tmp[t];
+    }
+}
+
+/* One pass of a tile over columns [k0, k1). first: start from zero, else from the partial
+ * sums in save; last: k1 = cols (the column tail is done here) and the tile is finished,
+ * else the partial sums go back to save. */
+typedef struct {
+    int64_t k0, k1;
+    int first, last;
+    void *save; /* 16 vectors */
+} chunk_t;
+
+#define TILE_BEGIN(VEC, ZERO)                                                               \
+    VEC acc[16];                                                                            \
+    UNROLL for (int m = 0; m < R * T; m++) acc[m] = c.first ? ZERO : ((VEC *)c.save)[m];
+#define TILE_SAVE(VEC)                                                                      \
+    if (!c.last) {                                                                          \
+        UNROLL for (int m = 0; m < R * T; m++)((VEC *)c.save)[m] = acc[m];                  \
+        return;                                                                             \
+    }
+
+/* ---- tile kernels: R rows from r × T tokens from t0 ---- */
+
+/* Each tile kernel is one always_inline body per weight type, instantiated below per (R, T)
+ * and inlined into the row drivers. Register use is what decides the speed here: the loop
+ * keeps one moving pointer per operand plus strides (row i at pw + i·ws), and IN_REG stops
+ * GCC from folding a loaded vector into every multiply-add as a memory operand. Without
+ * those two, GCC ran out of general registers, parked pointers in zmm registers and
+ * reloaded the weights 4× per step: f32 reached ~55 % of the FMA peak hot, now ~85 %
+ * (bf16 dpbf16 ~95 %, int8 vnni ~80 %, 576 columns, L2-resident). Out-of-line tiles
+ * (noinline) cost another ~25 % at 576 columns in call and set-up overhead. */
+#define TILE_PARAMS                                                                         \
+    const kern_mat_t *w, const kern_act_t *a, float *y, int64_t r, int t0, int pf, chunk_t c
+
+/* The k loop: S columns per step, WB / XB bytes per step of a weight row / token row. When
+ * pf > 0, the same columns of the R rows pf rows further on (the next block) are prefetched,
+ * one line per row whenever the step starts a new 64-byte line of the weights. Those rows
+ * may lie past the matrix: prefetches never fault, and the address is kept as an integer. */
+#define KLOOP(S, WB, XB, STEP)                                                              \
+    if (pf) {                                                                               \
+        uintptr_t pp = (uintptr_t)pw + (size_t)pf * ws;                                     \
+        for (; k + (S) <= c.k1; k += (S), pw += (WB), px += (XB), pp += (WB)) {             \
+            if ((WB) >= 64 || !(((k - c.k0) * (WB) / (S)) & 63))                            \
+                UNROLL for (int i = 0; i < R; i++)                                          \
+                    _mm_prefetch((const char *)(pp + i * ws), _MM_HINT_T0);                 \
+            STEP;                                                                           \
+        }                                                                                   \
+    } else {                                                                                \
+        for (; k + (S) <= c.k1; k += (S), pw += (WB), px += (XB)) STEP;                     \
+    }
+
+/* fp32 weights, fp32 activations. */
+INL T512 void f32_step(__m512 *acc, const char *pw, size_t ws, const char *px, size_t xs,
+                       __mmask16 m, const int R, const int T) {
+    __m512 wv[8];
+    UNROLL for (int i = 0; i < R; i++) {
+        wv[i] = _mm512_maskz_loadu_ps(m, pw + i * ws);
+        IN_REG(wv[i]);
+    }
+    UNROLL for (int t = 0; t < T; t++) {
+        __m512 xv = _mm512_maskz_loadu_ps(m, px + t * xs);
+        IN_REG(xv);
+        UNROLL for (int i = 0; i < R; i++)
+            acc[t * R + i] = _mm512_fmadd_ps(wv[i], xv, acc[t * R + i]);
+    }
+}
+
+INL T512 void tile_f32(TILE_PARAMS, const int R, const int T) {
+    const size_t ws = (size_t)w->cols * 4, xs = (size_t)a->ldx * 4;
+    const char *pw = (const char *)w->data + (size_t)r * ws + (size_t)c.k0 * 4;
+    const char *px = (const char *)(a->x + (size_t)t0 * (size_t)a->ldx) + (size_t)c.k0 * 4;
+    TILE_BEGIN(__m512, _mm512_setzero_ps())
+    int64_t k = c.k0;
+    KLOOP(16, 64, 64, f32_step(acc, pw, ws, px, xs, (__mmask16)0xffff, R, T))
+    if (k < c.k1) f32_step(acc, pw, ws, px, xs, (__mmask16)((1u << (c.k1 - k)) - 1), R, T);
+    TILE_SAVE(__m512)
+    store_tile(y, w->rows, r, t0, R, T, reduce_ps(acc, R * T));
+}
+
+/* bf16 weights widened to fp32 (<< 16), fp32 activations: exact products. */
+INL T512 void bf16w_step(__m512 *acc, const char *pw, size_t ws, const char *px, size_t xs,
+                         __mmask16 m, const int R, const int T) {
+    __m512 wv[8];
+    UNROLL for (int i = 0; i < R; i++) {
+        __m256i h = _mm256_maskz_loadu_epi16(m, pw + i * ws);
+        wv[i] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+        IN_REG(wv[i]);
+    }
+    UNROLL for (int t = 0; t < T; t++) {
+        __m512 xv = _mm512_maskz_loadu_ps(m, px + t * xs);
+        IN_REG(xv);
+        UNROLL for (int i = 0; i < R; i++)
+            acc[t * R + i] = _mm512_fmadd_ps(wv[i], xv, acc[t * R + i]);
+    }
+}
+
+INL T512 void tile_bf16w(TILE_PARAMS, const int R, const int T) {
+    const size_t ws = (size_t)w->cols * 2, xs = (size_t)a->ldx * 4;
+    const char *pw = (const char *)w->data + (size_t)r * ws + (size_t)c.k0 * 2;
+    const char *px = (const char *)(a->x + (size_t)t0 * (size_t)a->ldx) + (size_t)c.k0 * 4;
+    TILE_BEGIN(__m512, _mm512_setzero_ps())
+    int64_t k = c.k0;
+    KLOOP(16, 32, 64, bf16w_step(acc, pw, ws, px, xs, (__mmask16)0xffff, R, T))
+    if (k < c.k1) bf16w_step(acc, pw, ws, px, xs, (__mmask16)((1u << (c.k1 - k)) - 1), R, T);
+    TILE_SAVE(__m512)
+    store_tile(y, w->rows, r, t0, R, T, reduce_ps(acc, R * T));
+}
+
+/* int8 weights widened to fp32, fp32 activations, row scale applied to the sum. */
+INL T512 void i8w_step(__m512 *acc, const char *pw, size_t ws, const char *px, size_t xs,
+                       __mmask16 m, const int R, const int T) {
+    __m512 wv[8];
+    UNROLL for (int i = 0; i < R; i++) {
+        __m128i b = _mm_maskz_loadu_epi8(m, pw + i * ws);
+        wv[i] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
+        IN_REG(wv[i]);
+    }
+    UNROLL for (int t = 0; t < T; t++) {
+        __m512 xv = _mm512_maskz_loadu_ps(m, px + t * xs);
+        IN_REG(xv);
+        UNROLL for (int i = 0; i < R; i++)
+            acc[t * R + i] = _mm512_fmadd_ps(wv[i], xv, acc[t * R + i]);
+    }
+}
+
+INL T512 void tile_i8w(TILE_PARAMS, const int R, const int T) {
+    const size_t ws = (size_t)w->cols, xs = (size_t)a->ldx * 4;
+    const char *pw = (const char *)w->data + (size_t)r * ws + (size_t)c.k0;
+    const char *px = (const char *)(a->x + (size_t)t0 * (size_t)a->ldx) + (size_t)c.k0 * 4;
+    TILE_BEGIN(__m512, _mm512_setzero_ps())
+    int64_t k = c.k0;
+    KLOOP(16, 16, 64, i8w_step(acc, pw, ws, px, xs, (__mmask16)0xffff, R, T))
+    if (k < c.k1) i8w_step(acc, pw, ws, px, xs, (__mmask16)((1u << (c.k1 - k)) - 1), R, T);
+    TILE_SAVE(__m512)
+    __m512 res = _mm512_mul_ps(reduce_ps(acc, R * T), per_row(w->scale + r, R));
+    store_tile(y, w->rows, r, t0, R, T, res);
+}
+
+/* int8 weights × int8 activations through vpdpbusd (u8 × s8). The weights are made unsigned
+ * by flipping the sign bit (w + 128), so Σ (w + 128)·xq = Σ w·xq + 128·Σ xq, and the second
+ * term is per token (a->xsum), computed once in prep. Masked-off weight lanes become 128 but
+ * meet zero padding in xq, so they add nothing. The int32 arithmetic wraps, and the true
+ * Σ w·xq (|.| ≤ 127² · cols) fits, so the difference is exact. */
+INL T512VNNI void i8v_step(__m512i *acc, const char *pw, size_t ws, const char *px, size_t xs,
+                           __mmask64 m, const int R, const int T) {
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    __m512i wv[8];
+    UNROLL for (int i = 0; i < R; i++) {
+        wv[i] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, pw + i * ws), flip);
+        IN_REG(wv[i]);
+    }
+    UNROLL for (int t = 0; t < T; t++) {
+        __m512i xv = _mm512_load_si512(px + t * xs);
+        IN_REG(xv);
+        UNROLL for (int i = 0; i < R; i++)
+            acc[t * R + i] = _mm512_dpbusd_epi32(acc[t * R + i], wv[i], xv);
+    }
+}
+
+INL T512VNNI void tile_i8v(TILE_PARAMS, const int R, const int T) {
+    const size_t ws = (size_t)w->cols, xs = (size_t)a->ld;
+    const char *pw = (const char *)w->data + (size_t)r * ws + (size_t)c.k0;
+    const char *px = (const char *)(a->xq + (size_t)t0 * xs) + (size_t)c.k0;
+    TILE_BEGIN(__m512i, _mm512_setzero_si512())
+    int64_t k = c.k0;
+    KLOOP(64, 64, 64, i8v_step(acc, pw, ws, px, xs, ~(__mmask64)0, R, T))
+    if (k < c.k1) i8v_step(acc, pw, ws, px, xs, ((__mmask64)1 << (c.k1 - k)) - 1, R, T);
+    TILE_SAVE(__m512i)
+    __m512i corr = _mm512_slli_epi32(per_tok_epi32(a->xsum + t0, R, T), 7);
+    __m512 s = _mm512_cvtepi32_ps(_mm512_sub_epi32(reduce_epi32(acc, R * T), corr));
+    __m512 f = _mm512_mul_ps(per_row(w->scale + r, R), per_tok(a->xs + t0, R, T));
+    store_tile(y, w->rows, r, t0, R, T, _mm512_mul_ps(s, f));
+}
+
+/* bf16 weights × bf16 activations through vdpbf16ps (pairs of products into fp32). */
+INL T512BF16 void bf16d_step(__m512 *acc, const char *pw, size_t ws, const char *px, size_t xs,
+                             __mmask32 m, const int R, const int T) {
+    __m512i wv[8];
+    UNROLL for (int i = 0; i < R; i++) {
+        wv[i] = _mm512_maskz_loadu_epi16(m, pw + i * ws);
+        IN_REG(wv[i]);
+    }
+    UNROLL for (int t = 0; t < T; t++) {
+        __m512i xv = _mm512_load_si512(px + t * xs);
+        IN_REG(xv);
+        UNROLL for (int i = 0; i < R; i++)
+            acc[t * R + i] = _mm512_dpbf16_ps(acc[t * R + i], (__m512bh)wv[i], (__m512bh)xv);
+    }
+}
+
+INL T512BF16 void tile_bf16d(TILE_PARAMS, const int R, const int T) {
+    const size_t ws = (size_t)w->cols * 2, xs = (size_t)a->ld * 2;
+    const char *pw = (const char *)w->data + (size_t)r * ws + (size_t)c.k0 * 2;
+    const char *px = (const char *)(a->xb + (size_t)t0 * (size_t)a->ld) + (size_t)c.k0 * 2;
+    TILE_BEGIN(__m512, _mm512_setzero_ps())
+    int64_t k = c.k0;
+    KLOOP(32, 64, 64, bf16d_step(acc, pw, ws, px, xs, ~(__mmask32)0, R, T))
+    if (k < c.k1)
+        bf16d_step(acc, pw, ws, px, xs, (__mmask32)((1u << (c.k1 - k)) - 1), R, T);
+    TILE_SAVE(__m512)
+    store_tile(y, w->rows, r, t0, R, T, reduce_ps(acc, R * T));
+}
+
+/* The (R, T) shapes the drivers use, each its own function. */
+#ifndef TILE_INLINE
+#define TILE_INLINE inline __attribute__((always_inline))
+#endif
+#define INSTANCE(KIND, ATTR, R, T)                                                          \
+    static TILE_INLINE ATTR void KIND##_##R##_##T(TILE_PARAMS) {                           \
+        KIND(w, a, y, r, t0, pf, c, R, T);                                                  \
+    }
+#define INSTANCES(KIND, ATTR)                                                               \
+    INSTANCE(KIND, ATTR, 8, 1)                                                              \
+    INSTANCE(KIND, ATTR, 4, 1)                                                              \
+    INSTANCE(KIND, ATTR, 4, 2)                                                              \
+    INSTANCE(KIND, ATTR, 4, 3)                                                              \
+    INSTANCE(KIND, ATTR, 4, 4)                                                              \
+    INSTANCE(KIND, ATTR, 1, 1)                                                              \
+    INSTANCE(KIND, ATTR, 1, 2)                                                              \
+    INSTANCE(KIND, ATTR, 1, 3)                                                              \
+    INSTANCE(KIND, ATTR, 1, 4)
+
+INSTANCES(tile_f32, T512)
+INSTANCES(tile_bf16w, T512)
+INSTANCES(tile_i8w, T512)
+INSTANCES(tile_i8v, T512VNNI)
+INSTANCES(tile_bf16d, T512BF16)
+
+/* ---- row-range drivers ---- */
+
+/* n = 1: blocks of 8 rows (8 chains, 8 streams), then 4, then 1; one pass over all columns.
+ * n ≥ 2: blocks of 4 rows; tokens in ceil(n / 4) tiles of balanced size (n = 5 → 3 + 2, not
+ * 4 + 1, so every pass has ≥ 8 independent chains); columns in chunks of KC (when n ≤ 32),
+ * all token tiles of a chunk before the next chunk, partial sums parked in save. The first
+ * tile of each chunk prefetches the same columns of the next block when n ≥ PF_MIN_N. */
+#define BLOCK(KIND, R)                                                                      \
+    for (int64_t k0 = 0;; k0 += kc) {                                                       \
+        chunk_t c = {.k0 = k0, .k1 = k0 + kc < cols ? k0 + kc : cols, .first = k0 == 0,   \
+                     .last = k0 + kc >= cols};                                              \
+        for (int j = 0, t0 = 0; j < ntile; j++) {                                           \
+            const int tt = base + (j < extra);                                              \
+            const int pf = R == 4 && j == 0 && n >= PF_MIN_N ? PF_ROWS : 0;                 \
+            c.save = save + 16 * j;                                                         \
+            switch (tt) {                                                                   \
+            case 1: KIND##_##R##_1(w, a, y, r, t0, pf, c); break;                           \
+            case 2: KIND##_##R##_2(w, a, y, r, t0, pf, c); break;                           \
+            case 3: KIND##_##R##_3(w, a, y, r, t0, pf, c); break;                           \
+            default: KIND##_##R##_4(w, a, y, r, t0, pf, c); break;                          \
+            }                                                                               \
+            t0 += tt;                                                                       \
+        }                                                                                   \
+        if (c.last) break;                                                                  \
+    }
+
+#define DEFINE_ROWS(NAME, ATTR, KIND, KC, VEC)                                              \
+    static ATTR void NAME(const kern_mat_t *w, const kern_act_t *a, float *y, int64_t r0,   \
+                          int64_t r1) {                                                     \
+        const int n = a->n;                                                                 \
+        const int64_t cols = w->cols;                                                       \
+        int64_t r = r0;                                                                     \
+        if (n == 1) {                                                                       \
+            const chunk_t c1 = {.k0 = 0, .k1 = cols, .first = 1, .last = 1};                \
+            for (; r + 8 <= r1; r += 8) KIND##_8_1(w, a, y, r, 0, PF_ROWS_N1, c1);          \
+            for (; r + 4 <= r1; r += 4) KIND##_4_1(w, a, y, r, 0, 0, c1);                   \
+            for (; r < r1; r++) KIND##_1_1(w, a, y, r, 0, 0, c1);                           \
+            return;                                                                         \
+        }                                                                                   \
+        const int ntile = (n + 3) / 4, base = n / ntile, extra = n % ntile;                 \
+        const int64_t kc = ntile <= MAX_TILES ? KC : (cols > 0 ? cols : 1);                 \
+        VEC save[MAX_TILES * 16];                                                           \
+        for (; r + 4 <= r1; r += 4) BLOCK(KIND, 4)                                          \
+        for (; r < r1; r++) BLOCK(KIND, 1)                                                  \
+    }
+
+DEFINE_ROWS(rows_f32, T512, tile_f32, KC_F32, __m512)
+DEFINE_ROWS(rows_bf16w, T512, tile_bf16w, KC_BF16W, __m512)
+DEFINE_ROWS(rows_i8w, T512, tile_i8w, KC_I8W, __m512)
+DEFINE_ROWS(rows_i8v_core, T512VNNI, tile_i8v, KC_I8V, __m512i)
+DEFINE_ROWS(rows_bf16d, T512BF16, tile_bf16d, KC_BF16D, __m512)
+
+/* Past VNNI_MAX_COLS the int32 lane sums could overflow: take the (exact) widening path,
+ * whose prep (prep_vnni) then made the aligned fp32 copy instead of quantising. */
+static T512VNNI void rows_i8v(const kern_mat_t *w, const kern_act_t *a, float *y, int64_t r0,
+                              int64_t r1) {
+    if (w->cols > VNNI_MAX_COLS) {
+        rows_i8w(w, a, y, r0, r1);
+        return;
+    }
+    rows_i8v_core(w, a, y, r0, r1);
+}
+
+/* ---- activation prep ---- */
+
+/* Per-token int8 quantisation, vectorised; bit-identical to kern__prep_quant_i8 (same
+ * 127/max product, same round-half-even conversion, same clamp). */
+static T512 void prep_quant_i8(const float *x, int n, int64_t cols, void *work, kern_act_t *a) {
+    const int64_t ld = kern__ld(cols);
+    int8_t *xq = kern__align64(work);
+    float *xs = (float *)(xq + (size_t)n * (size_t)ld);
+    int32_t *xsum = (int32_t *)(xs + n);
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * (size_t)cols;
+        int8_t *qt = xq + (size_t)t * (size_t)ld;
+        __m512 mx = _mm512_setzero_ps();
+        for (int64_t k = 0; k < cols; k += 16) {
+            __mmask16 m = cols - k >= 16 ? 0xffff : (__mmask16)((1u << (cols - k)) - 1);
+            mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, xt + k)));
+        }
+        float amax = _mm512_reduce_max_ps(mx);
+        xs[t] = amax / 127.0f;
+        __m512 inv = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+        __m512i sum = _mm512_setzero_si512();
+        for (int64_t k = 0; k < ld; k += 16) { /* writes the zero padding too */
+            __mmask16 m = k >= cols ? 0
+                          : cols - k >= 16 ? 0xffff
+                                           : (__mmask16)((1u << (cols - k)) - 1);
+            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, xt + k), inv));
+            q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
+            sum = _mm512_add_epi32(sum, q);
+            _mm_store_si128((__m128i *)(qt + k), _mm512_cvtepi32_epi8(q));
+        }
+        xsum[t] = _mm512_reduce_add_epi32(sum);
+    }
+    a->x = x;
+    a->ldx = cols;
+    a->n = n;
+    a->cols = cols;
+    a->ld = ld;
+    a->xb = NULL;
+    a->xq = xq;
+    a->xs = xs;
+    a->xsum = xsum;
+}
+
+static T512VNNI void prep_vnni(kern_wtype_t wt, const float *x, int n, int64_t cols, void *work,
+                               kern_act_t *a) {
+    if (wt == KERN_W_I8 && cols <= VNNI_MAX_COLS)
+        prep_quant_i8(x, n, cols, work, a);
+    else
+        kern__prep_f32_aligned(x, n, cols, work, a);
+}
+
+/* bf16 activations by vcvtneps2bf16: round to nearest even like kern_f32_to_bf16 (except
+ * that it flushes denormals, see the top of the file). */
+static T512BF16 void prep_bf16(kern_wtype_t wt, const float *x, int n, int64_t cols, void *work,
+                               kern_act_t *a) {
+    if (wt != KERN_W_BF16) {
+        prep_vnni(wt, x, n, cols, work, a);
+        return;
+    }
+    const int64_t ld = kern__ld(cols);
+    uint16_t *xb = kern__align64(work);
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * (size_t)cols;
+        uint16_t *bt = xb + (size_t)t * (size_t)ld;
+        for (int64_t k = 0; k < ld; k += 16) {
+            __mmask16 m = k >= cols ? 0
+                          : cols - k >= 16 ? 0xffff
+                                           : (__mmask16)((1u << (cols - k)) - 1);
+            __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, xt + k));
+            __m256i hv;
+            memcpy(&hv, &h, sizeof hv);
+            _mm256_store_si256((__m256i *)(bt + k), hv);
+        }
+    }
+    memset(a, 0, sizeof *a);
+    a->x = x;
+    a->ldx = cols;
+    a->n = n;
+    a->cols = cols;
+    a->ld = ld;
+    a->xb = xb;
+}
+
+/* ---- tables ---- */
+
+const kern_ops_t kern__avx512_ops = {
+    .name = "avx512",
+    .path = {"f32 fma", "bf16 widen", "int8 widen"},
+    .prep = kern__prep_fp32act,
+    .rows = {rows_f32, rows_bf16w, rows_i8w},
+};
+
+const kern_ops_t kern__avx512_vnni_ops = {
+    .name = "avx512-vnni",
+    .path = {"f32 fma", "bf16 widen", "int8 vnni"},
+    .prep = prep_vnni,
+    .rows = {rows_f32, rows_bf16w, rows_i8v},
+};
+
+const kern_ops_t kern__avx512_bf16_ops = {
+    .name = "avx512-bf16",
+    .path = {"f32 fma", "bf16 dpbf16", "int8 vnni"},
+    .prep = prep_bf16,
+    .rows = {rows_f32, rows_bf16d, rows_i8v},
+};
