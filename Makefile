@@ -29,7 +29,8 @@ ASAN_SUP := $(SUP_SRC:%.c=build/asan/obj/%.o)
 ASAN_TESTS := $(TEST_SRC:tests/unit/%.c=build/asan/tests/%)
 
 .PHONY: all deps test unit-test asan-test e2e-test clean bench format
-all: build/loramux
+all: deps
+	@$(MAKE) --no-print-directory build/loramux
 
 # Installs the Debian packages the build and the tests need; does nothing when all are there.
 deps:
