@@ -798,23 +798,23 @@ def test_old_version_of_a_pinned_name_does_not_stay_pinned(server, models, r64):
         f"a1/a2 keep being reloaded: {m0} -> {m1}"
 
 
-@pytest.mark.skip(reason="on stories260K the 'held' stream finishes in ~0.1 s, before the "
-                  "second adapter loads, so 'in use' is never observed; needs the slow "
-                  "SmolLM-shaped base (to rewrite). The release-time eviction it checks is in "
-                  "srv_reg_release.")
-def test_budget_holds_again_once_an_adapter_in_use_is_released(server, models, r64):
+def test_budget_holds_again_once_an_adapter_in_use_is_released(server, models):
     """An adapter in use cannot be evicted, so a load may take the cache over the budget for
     a while; once the request is done, the cache must come back within the budget (not stay
-    above it until some later load happens to evict)."""
-    budget = 2  # MiB: one 1.48 MB adapter
-    s = server(models.stories, "--adapter-memory-budget-mb", budget)
-    upload_ok(s, "held", r64(150))
-    upload_ok(s, "other", r64(151))
-    st = s.stream("/v1/completions", dict(model="held", prompt=PROMPT, max_tokens=300,
+    above it until some later load happens to evict). On the slow SmolLM-shaped base, so that
+    the first request is certainly still running while the second adapter loads."""
+    budget = 2  # MiB: one rank-8 q,v adapter of this base (1.84 MB), not two
+    s = server(models.big, "--adapter-memory-budget-mb", budget)
+    upload_ok(s, "held", models.adapter(models.big, rank=8, targets="q,v", seed=74))
+    per = upload_ok(s, "other", models.adapter(models.big, rank=8, targets="q,v",
+                                               seed=75))["resident_bytes"]
+    assert per <= budget << 20 < 2 * per, per  # the premise of this test
+    st = s.stream("/v1/completions", dict(model="held", prompt="Hello", max_tokens=80,
                                           temperature=0, ignore_eos=True))
-    assert st.status == 200 and st.next_event() is not None  # "held" is in use until read
-    use(s, "other")
-    assert adapter_metrics(s)["adapters_resident"] == 2  # over the budget while "held" runs
+    assert st.status == 200 and st.next_event() is not None
+    greedy_tokens(s, "other", 2)  # loads "other" while "held" runs
+    assert s.metrics().get("loramux_requests_running") == 1, "the stream ended too early"
+    assert s.get("/v1/adapters/held").json()["resident"] is True  # in use: never evicted
     st.read_all()
     st.close()
     assert st.done
