@@ -118,6 +118,54 @@ static const srv_chat_limits_t k_default_limits = {
     .max_steps = 4u << 20,
 };
 
+/* ---- unknown filter and test names (after parsing) ---- */
+
+/* Jinja rejects a filter or test name it does not know when compiling, except in a "soft"
+ * frame: the test and the bodies of an if statement, and all of a conditional expression
+ * (not nested for loops or set blocks, which get frames of their own). There the error is
+ * raised only if the code runs, so a template may guard filters it is unsure of. */
+static int check_stmts(llm_error_t *err, srv_chat__node_t *const *v, int n, int soft);
+
+static int check_expr(llm_error_t *err, const srv_chat__node_t *e, int soft) {
+    if (!e) return 0;
+    if (e->kind == SRV_CHAT__E_COND) soft = 1;
+    if ((e->kind == SRV_CHAT__E_FILTER || e->kind == SRV_CHAT__E_TEST) && e->op == 0 && !soft)
+        return llm_err_set(err, LLM_EFORMAT, "chat template: no %s named '%s' at line %d",
+                           e->kind == SRV_CHAT__E_FILTER ? "filter" : "test", e->s, e->line);
+    const srv_chat__node_t *sub[4] = {e->a, e->b, e->c, e->d};
+    int rc = 0;
+    for (int k = 0; k < 4 && rc == 0; k++) rc = check_expr(err, sub[k], soft);
+    for (int k = 0; k < e->nkids && rc == 0; k++) rc = check_expr(err, e->kids[k], soft);
+    for (int k = 0; e->vals && k < e->nkids && rc == 0; k++) rc = check_expr(err, e->vals[k], soft);
+    for (int k = 0; k < e->nkw && rc == 0; k++) rc = check_expr(err, e->kwv[k], soft);
+    return rc;
+}
+
+static int check_stmts(llm_error_t *err, srv_chat__node_t *const *v, int n, int soft) {
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        const srv_chat__node_t *s = v[i];
+        switch (s->kind) {
+        case SRV_CHAT__N_OUTPUT: rc = check_expr(err, s->a, soft); break;
+        case SRV_CHAT__N_IF:
+            if ((rc = check_expr(err, s->a, 1)) == 0 &&
+                (rc = check_stmts(err, s->body, s->nbody, 1)) == 0)
+                rc = check_stmts(err, s->orelse, s->norelse, 1);
+            break;
+        case SRV_CHAT__N_FOR:
+            if ((rc = check_expr(err, s->a, soft)) == 0 && (rc = check_expr(err, s->b, 0)) == 0 &&
+                (rc = check_stmts(err, s->body, s->nbody, 0)) == 0)
+                rc = check_stmts(err, s->orelse, s->norelse, 0);
+            break;
+        case SRV_CHAT__N_SET: rc = check_expr(err, s->b, soft); break;
+        case SRV_CHAT__N_SETBLOCK:
+        case SRV_CHAT__N_SCOPE: rc = check_stmts(err, s->body, s->nbody, 0); break;
+        default: break;
+        }
+    }
+    return rc;
+}
+
 /* Parses tmpl[0..n) into a new object. err gets "chat template: ... at line N". */
 static int chat_new(const char *tmpl, size_t n, srv_chat_t **out, llm_error_t *err) {
     srv_chat_t *c = calloc(1, sizeof *c);
@@ -127,6 +175,7 @@ static int chat_new(const char *tmpl, size_t n, srv_chat_t **out, llm_error_t *e
     size_t ntok;
     int rc = srv_chat__lex(tmpl, n, &c->ar, &toks, &ntok, err);
     if (rc == 0) rc = srv_chat__parse(toks, ntok, &c->ar, &c->body, &c->nbody, err);
+    if (rc == 0) rc = check_stmts(err, c->body, c->nbody, 0);
     if (rc) {
         srv_chat_free(c);
         return rc;
@@ -287,7 +336,8 @@ static int template_from_config(const cJSON *cfg, const char *path, const char *
     cJSON_ArrayForEach(e, t) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(e, "name");
         const cJSON *tt = cJSON_GetObjectItemCaseSensitive(e, "template");
-        if (cJSON_IsString(name) && strcmp(name->valuestring, "default") == 0 && cJSON_IsString(tt)) {
+        if (cJSON_IsString(name) && strcmp(name->valuestring, "default") == 0 &&
+            cJSON_IsString(tt)) {
             *tmpl = tt->valuestring;
             return 0;
         }

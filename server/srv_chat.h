@@ -18,10 +18,13 @@
  * {% set %}...{% endset %}), {% generation %}; literals (strings with Python escapes, ints,
  * lists, tuples, dicts, true/false/none), + - * // % ** ~, comparisons, and/or/not, in / not in,
  * `x if c else y`, subscripts, attributes, slices; the common filters, tests and str/dict
- * methods (see srv_chat_eval.c). Not supported, with a clear error: macros, call/filter blocks,
- * include/extends/import, floats and true division, and a few rarely used filters/methods.
- * Filters, tests and methods that are unsupported only fail when a render reaches them, so a
- * template whose tool-calling branch uses them still renders plain conversations.
+ * methods (listed in srv_chat_lib.c). Not supported, with a clear error: macros, call/filter
+ * blocks, include/extends/import, recursive loops, floats and true division, '%' string
+ * formatting, and a few rarely used filters/methods. Those fail only when a render reaches
+ * them, so a template whose tool-calling branch uses them still renders plain conversations;
+ * a name that is no Jinja filter or test at all fails at load unless it sits inside an if
+ * (as in Jinja). Known differences from Python: case mapping covers Latin, Greek, Cyrillic and
+ * Armenian only; a generator (|map, |select, ...) can be consumed more than once.
  */
 #ifndef SRV_CHAT_H
 #define SRV_CHAT_H

@@ -3,8 +3,10 @@
  *   srv_chat.c        public API: loading files, special tokens, render entry point
  *   srv_chat_lex.c    template text -> tokens (whitespace control, string escapes)
  *   srv_chat_parse.c  tokens -> syntax tree
- *   srv_chat_eval.c   values, scopes, statements and expressions
- *   srv_chat_lib.c    filters, tests, methods, global functions, str()/repr()/tojson
+ *   srv_chat_eval.c   scopes, expressions, statements, the render entry point
+ *   srv_chat_val.c    values: Python/Jinja semantics of lookups, operators, comparisons
+ *   srv_chat_lib.c    filters, tests, methods, global functions
+ *   srv_chat_str.c    str()/repr()/tojson/escape and string operations (strip, case, split)
  */
 #ifndef SRV_CHAT_INT_H
 #define SRV_CHAT_INT_H
@@ -297,17 +299,46 @@ int srv_chat__getattr(srv_chat__rctx_t *R, const srv_chat__val_t *x, const char 
                       int line, srv_chat__val_t *out);
 int srv_chat__getitem(srv_chat__rctx_t *R, const srv_chat__val_t *x, const srv_chat__val_t *key,
                       int line, srv_chat__val_t *out);
-/* The items a for loop / filter iterates over (list; dict keys; str characters; undefined -> []). */
+/* The items a for loop or filter iterates over: a list's items, a dict's keys, a string's
+ * characters, nothing for undefined. */
 int srv_chat__iterate(srv_chat__rctx_t *R, const srv_chat__val_t *x, int line,
                       const srv_chat__list_t **out);
+/* Python type name of v ("str", "list", "NoneType", ...), for messages. */
+const char *srv_chat__type_name(const srv_chat__val_t *v);
+/* x[b0:b1:b2] (NULL = omitted), and a <op> b for the arithmetic operators (OP_ADD .. OP_POW). */
+int srv_chat__slice(srv_chat__rctx_t *R, const srv_chat__val_t *x,
+                    const srv_chat__val_t *const b[3], int line, srv_chat__val_t *out);
+int srv_chat__arith(srv_chat__rctx_t *R, int op, const srv_chat__val_t *a,
+                    const srv_chat__val_t *b, int line, srv_chat__val_t *out);
 /* a <op> b for the comparison operators (OP_EQ .. OP_NOTIN; `in` tests b contains a). */
 int srv_chat__compare(srv_chat__rctx_t *R, int op, const srv_chat__val_t *a,
                       const srv_chat__val_t *b, int line, int *res);
 /* Counts work against max_steps. */
 int srv_chat__step(srv_chat__rctx_t *R, uint64_t k, int line);
 
-/* HTML-escapes s (markupsafe.escape) into a Markup V_STR. */
-int srv_chat__escape(srv_chat__rctx_t *R, const srv_chat__val_t *s, int line, srv_chat__val_t *out);
+/* Conversions and string operations (srv_chat_str.c). */
+/* HTML-escapes str(x) (markupsafe.escape) into a Markup V_STR; Markup input is returned as is. */
+int srv_chat__escape(srv_chat__rctx_t *R, const srv_chat__val_t *x, int line, srv_chat__val_t *out);
+/* json.dumps(x, indent=indent (NULL: one line), sort_keys, ensure_ascii) */
+int srv_chat__tojson(srv_chat__rctx_t *R, const srv_chat__val_t *x, const char *indent,
+                     size_t indent_n, int sort_keys, int ensure_ascii, int line,
+                     srv_chat__val_t *out);
+/* str.strip/lstrip/rstrip: chars NULL or none strips whitespace. */
+int srv_chat__strip(srv_chat__rctx_t *R, const srv_chat__val_t *s, const srv_chat__val_t *chars,
+                    int left, int right, int line, srv_chat__val_t *out);
+enum {
+    SRV_CHAT__CASE_UPPER, SRV_CHAT__CASE_LOWER, SRV_CHAT__CASE_CAPITALIZE,
+    SRV_CHAT__CASE_PY_TITLE,   /* str.title() */
+    SRV_CHAT__CASE_JINJA_TITLE /* the title filter */
+};
+int srv_chat__case(srv_chat__rctx_t *R, const srv_chat__val_t *s, int mode, int line,
+                   srv_chat__val_t *out);
+int srv_chat__is_case(const srv_chat__val_t *s, int upper); /* str.isupper() / islower() */
+/* str.replace(old, new, count < 0 = all), str.split(sep (NULL/none = whitespace), maxsplit) */
+int srv_chat__replace(srv_chat__rctx_t *R, const srv_chat__val_t *s, const srv_chat__val_t *old,
+                      const srv_chat__val_t *new_, int64_t count, int line, srv_chat__val_t *out);
+int srv_chat__split(srv_chat__rctx_t *R, const srv_chat__val_t *s, const srv_chat__val_t *sep,
+                    int64_t maxsplit, int line, srv_chat__val_t *out);
 
 /* Library (srv_chat_lib.c). name is the filter/test name for messages. */
 int srv_chat__filter(srv_chat__rctx_t *R, int id, const char *name, const srv_chat__val_t *x,

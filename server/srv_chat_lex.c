@@ -142,7 +142,8 @@ static int decode_string(lexer_t *L, const char *s, size_t n, int line, const ch
             }
             i += (size_t)nd;
             if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-                return fail(L, LLM_EUNSUPPORTED, line, "unsupported escape (surrogate or out of range)");
+                return fail(L, LLM_EUNSUPPORTED, line,
+                            "unsupported escape (surrogate or out of range)");
             k += put_utf8(o + k, cp);
             break;
         }
@@ -215,15 +216,41 @@ static int lex_number(lexer_t *L, size_t *pp, int line) {
             is_float = 1;
         }
     }
-    *pp = q;
-    if (is_float) return push(L, SRV_CHAT__T_FLOAT, line, L->src + p, q - p, 0);
-    int64_t v = 0;
-    for (size_t i = p; i < q; i++) {
-        if (L->src[i] == '_') continue;
-        int d = L->src[i] - '0';
-        if (v > (INT64_MAX - d) / 10) return fail(L, LLM_EUNSUPPORTED, line, "integer literal too large");
-        v = v * 10 + d;
+    if (is_float) {
+        *pp = q;
+        return push(L, SRV_CHAT__T_FLOAT, line, L->src + p, q - p, 0);
     }
+    /* Jinja's integers: [1-9](_?\d)*, 0(_?0)*, 0x.., 0o.., 0b..; so "02" is "0" then "2" */
+    int base = 10;
+    size_t i = p;
+    if (L->src[p] == '0') {
+        char x = p + 1 < L->n ? (char)(L->src[p + 1] | 0x20) : 0;
+        base = x == 'x' ? 16 : x == 'o' ? 8 : x == 'b' ? 2 : 0;
+        if (base) {
+            i = p + 2;
+        } else {
+            q = p + 1;
+            while (q + 1 < L->n && L->src[q] == '_' && L->src[q + 1] == '0') q += 2;
+            while (q < L->n && L->src[q] == '0') q++;
+        }
+    }
+    int64_t v = 0;
+    int nd = 0;
+    if (base) {
+        for (q = i; q < L->n; q++) {
+            int d = hexval(L->src[q]);
+            if (L->src[q] == '_' && q + 1 < L->n && hexval(L->src[q + 1]) >= 0 &&
+                hexval(L->src[q + 1]) < base && nd)
+                continue;
+            if (d < 0 || d >= base) break;
+            if (v > (INT64_MAX - d) / base)
+                return fail(L, LLM_EUNSUPPORTED, line, "integer literal too large");
+            v = v * base + d;
+            nd++;
+        }
+        if (nd == 0) return fail(L, LLM_EFORMAT, line, "invalid integer literal");
+    }
+    *pp = q;
     return push(L, SRV_CHAT__T_INT, line, L->src + p, q - p, v);
 }
 

@@ -11,11 +11,7 @@
  *   split, replace, find, count, removeprefix, removesuffix, join, isdigit, isspace;
  *   dict methods: get, items, keys, values; loop.cycle.
  * Globals: raise_exception, range, namespace, dict, strftime_now.
- * tojson is transformers' version: json.dumps(x, ensure_ascii=False, indent, sort_keys), not
- * Jinja's HTML-escaping one.
- *
- * Case mapping (upper, lower, title, capitalize) is ASCII only: other characters are kept as
- * they are, where Python would also map e.g. "é" -> "É".
+ * Conversions and string operations are in srv_chat_str.c.
  */
 #include "srv_chat_int.h"
 
@@ -153,393 +149,29 @@ static int want_int(rctx_t *R, const val_t *v, const char *what, int line) {
 static val_t vbool(int b) { return (val_t){.t = SRV_CHAT__V_BOOL, .u.i = b != 0}; }
 static val_t vint(int64_t i) { return (val_t){.t = SRV_CHAT__V_INT, .u.i = i}; }
 
-/* ---- str() and repr() ---- */
-
-static int put(rctx_t *R, buf_t *b, const char *s, int line) {
-    return srv_chat__buf_put(R, b, s, strlen(s), line);
-}
-
-static int repr(rctx_t *R, const val_t *v, buf_t *b, int line, int depth);
-
-static int repr_str(rctx_t *R, const char *s, size_t n, buf_t *b, int line) {
-    char q = '\'';
-    if (memchr(s, '\'', n) && !memchr(s, '"', n)) q = '"';
-    int rc = srv_chat__buf_put(R, b, &q, 1, line);
-    size_t run = 0; /* pending bytes copied as they are */
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        unsigned char c = (unsigned char)s[i];
-        char esc[8] = {0};
-        if (c == (unsigned char)q || c == '\\') esc[0] = '\\', esc[1] = (char)c;
-        else if (c == '\n') memcpy(esc, "\\n", 3);
-        else if (c == '\r') memcpy(esc, "\\r", 3);
-        else if (c == '\t') memcpy(esc, "\\t", 3);
-        else if (c < 0x20 || c == 0x7f) snprintf(esc, sizeof esc, "\\x%02x", c);
-        if (!esc[0]) {
-            run++;
-            continue;
-        }
-        rc = srv_chat__buf_put(R, b, s + i - run, run, line);
-        run = 0;
-        if (rc == 0) rc = put(R, b, esc, line);
-    }
-    if (rc == 0) rc = srv_chat__buf_put(R, b, s + n - run, run, line);
-    if (rc == 0) rc = srv_chat__buf_put(R, b, &q, 1, line);
-    return rc;
-}
-
-static int repr_dict(rctx_t *R, const srv_chat__dict_t *d, buf_t *b, int line, int depth) {
-    int rc = put(R, b, "{", line);
-    for (size_t i = 0; i < d->n && rc == 0; i++) {
-        if (i) rc = put(R, b, ", ", line);
-        if (rc == 0) rc = repr_str(R, d->kv[i].k, d->kv[i].kn, b, line);
-        if (rc == 0) rc = put(R, b, ": ", line);
-        if (rc == 0) rc = repr(R, &d->kv[i].v, b, line, depth + 1);
-    }
-    return rc ? rc : put(R, b, "}", line);
-}
-
-static int repr(rctx_t *R, const val_t *v, buf_t *b, int line, int depth) {
-    if (depth > 64) return srv_chat__fail(R, LLM_EINVAL, line, "value nested too deeply to print");
-    switch (v->t) {
-    case SRV_CHAT__V_UNDEF: return put(R, b, "Undefined", line);
-    case SRV_CHAT__V_STR: return repr_str(R, v->u.s, v->n, b, line);
-    case SRV_CHAT__V_LIST: {
-        int tuple = v->aux == SRV_CHAT__L_TUPLE;
-        if (v->aux == SRV_CHAT__L_GEN || v->aux == SRV_CHAT__L_VIEW) /* Python prints an address */
-            return srv_chat__fail(R, LLM_EINVAL, line, "cannot print a %s (add |list)",
-                                  v->aux == SRV_CHAT__L_GEN ? "generator" : "dict view");
-        int rc = put(R, b, tuple ? "(" : "[", line);
-        for (size_t i = 0; i < v->u.l->n && rc == 0; i++) {
-            if (i) rc = put(R, b, ", ", line);
-            if (rc == 0) rc = repr(R, &v->u.l->v[i], b, line, depth + 1);
-        }
-        if (rc == 0 && tuple && v->u.l->n == 1) rc = put(R, b, ",", line);
-        return rc ? rc : put(R, b, tuple ? ")" : "]", line);
-    }
-    case SRV_CHAT__V_DICT: return repr_dict(R, v->u.d, b, line, depth);
-    default: return srv_chat__str(R, v, b, line);
-    }
-}
-
-int srv_chat__str(rctx_t *R, const val_t *v, buf_t *b, int line) {
-    char num[64];
-    switch (v->t) {
-    case SRV_CHAT__V_UNDEF: return 0;
-    case SRV_CHAT__V_NONE: return put(R, b, "None", line);
-    case SRV_CHAT__V_BOOL: return put(R, b, v->u.i ? "True" : "False", line);
-    case SRV_CHAT__V_INT:
-        snprintf(num, sizeof num, "%lld", (long long)v->u.i);
-        return put(R, b, num, line);
-    case SRV_CHAT__V_STR: return srv_chat__buf_put(R, b, v->u.s, v->n, line);
-    case SRV_CHAT__V_LIST:
-    case SRV_CHAT__V_DICT: return repr(R, v, b, line, 0);
-    case SRV_CHAT__V_NS: {
-        int rc = put(R, b, "<Namespace ", line);
-        if (rc == 0) rc = repr_dict(R, v->u.d, b, line, 1);
-        return rc ? rc : put(R, b, ">", line);
-    }
-    case SRV_CHAT__V_LOOP:
-        snprintf(num, sizeof num, "<LoopContext %lld/%lld>", (long long)v->u.loop->index0 + 1,
-                 (long long)v->u.loop->length);
-        return put(R, b, num, line);
-    default:
-        return srv_chat__fail(R, LLM_EINVAL, line, "unsupported conversion of a function to a string");
-    }
-}
-
-int srv_chat__to_str(rctx_t *R, const val_t *v, int line, val_t *out) {
-    if (v->t == SRV_CHAT__V_STR) {
-        *out = *v;
-        return 0;
-    }
-    buf_t b = {0};
-    int rc = srv_chat__str(R, v, &b, line);
-    if (rc == 0) rc = srv_chat__buf_to_str(R, &b, line, out);
-    free(b.s);
-    return rc;
-}
-
-/* ---- tojson (transformers: json.dumps(x, ensure_ascii=False, indent=..., sort_keys=...)) ---- */
-
-typedef struct json_opts_s {
-    const char *indent; /* NULL: single line with ", " and ": " */
-    size_t indent_n;
-    int sort_keys, ascii;
-} json_opts_t;
-
-static int json_str(rctx_t *R, const char *s, size_t n, int ascii, buf_t *b, int line) {
-    int rc = put(R, b, "\"", line);
-    for (size_t i = 0, w; i < n && rc == 0; i += w) {
-        unsigned char c = (unsigned char)s[i];
-        char esc[16] = {0};
-        w = 1;
-        if (c == '"') memcpy(esc, "\\\"", 3);
-        else if (c == '\\') memcpy(esc, "\\\\", 3);
-        else if (c == '\n') memcpy(esc, "\\n", 3);
-        else if (c == '\r') memcpy(esc, "\\r", 3);
-        else if (c == '\t') memcpy(esc, "\\t", 3);
-        else if (c == '\b') memcpy(esc, "\\b", 3);
-        else if (c == '\f') memcpy(esc, "\\f", 3);
-        else if (c < 0x20 || (ascii && c == 0x7f)) snprintf(esc, sizeof esc, "\\u%04x", c);
-        else if (ascii && c >= 0x80) {
-            uint32_t cp = srv_chat__utf8_dec(s + i, n - i, &w);
-            if (cp >= 0x10000) {
-                cp -= 0x10000;
-                snprintf(esc, sizeof esc, "\\u%04x\\u%04x", 0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF));
-            } else {
-                snprintf(esc, sizeof esc, "\\u%04x", cp);
-            }
-        }
-        rc = esc[0] ? put(R, b, esc, line) : srv_chat__buf_put(R, b, s + i, 1, line);
-    }
-    return rc ? rc : put(R, b, "\"", line);
-}
-
-static int json_nl(rctx_t *R, const json_opts_t *o, int level, buf_t *b, int line) {
-    int rc = put(R, b, "\n", line);
-    for (int i = 0; i < level && rc == 0; i++) rc = srv_chat__buf_put(R, b, o->indent, o->indent_n, line);
-    return rc;
-}
-
-static int kv_cmp(const void *x, const void *y) {
-    const srv_chat__kv_t *a = *(const srv_chat__kv_t *const *)x, *b = *(const srv_chat__kv_t *const *)y;
-    size_t n = a->kn < b->kn ? a->kn : b->kn;
-    int c = n ? memcmp(a->k, b->k, n) : 0;
-    return c ? c : (a->kn > b->kn) - (a->kn < b->kn);
-}
-
-static int json(rctx_t *R, const val_t *v, const json_opts_t *o, int level, buf_t *b, int line) {
-    char num[32];
-    int rc = 0;
-    if (level > 64) return srv_chat__fail(R, LLM_EINVAL, line, "value nested too deeply for tojson");
-    switch (v->t) {
-    case SRV_CHAT__V_NONE: return put(R, b, "null", line);
-    case SRV_CHAT__V_BOOL: return put(R, b, v->u.i ? "true" : "false", line);
-    case SRV_CHAT__V_INT:
-        snprintf(num, sizeof num, "%lld", (long long)v->u.i);
-        return put(R, b, num, line);
-    case SRV_CHAT__V_STR: return json_str(R, v->u.s, v->n, o->ascii, b, line);
-    case SRV_CHAT__V_LIST: {
-        size_t n = v->u.l->n;
-        if (v->aux == SRV_CHAT__L_GEN || v->aux == SRV_CHAT__L_VIEW)
-            return srv_chat__fail(R, LLM_EINVAL, line, "Object of type %s is not JSON serializable",
-                                  v->aux == SRV_CHAT__L_GEN ? "generator" : "dict view");
-        if (n == 0) return put(R, b, "[]", line);
-        rc = put(R, b, "[", line);
-        for (size_t i = 0; i < n && rc == 0; i++) {
-            if (i) rc = put(R, b, o->indent ? "," : ", ", line);
-            if (rc == 0 && o->indent) rc = json_nl(R, o, level + 1, b, line);
-            if (rc == 0) rc = json(R, &v->u.l->v[i], o, level + 1, b, line);
-        }
-        if (rc == 0 && o->indent) rc = json_nl(R, o, level, b, line);
-        return rc ? rc : put(R, b, "]", line);
-    }
-    case SRV_CHAT__V_DICT: {
-        const srv_chat__dict_t *d = v->u.d;
-        if (d->n == 0) return put(R, b, "{}", line);
-        const srv_chat__kv_t **order = srv_chat__alloc(&R->ar, d->n * sizeof *order);
-        if (!order) return srv_chat__nomem(R, line);
-        for (size_t i = 0; i < d->n; i++) order[i] = &d->kv[i];
-        if (o->sort_keys) qsort(order, d->n, sizeof *order, kv_cmp);
-        rc = put(R, b, "{", line);
-        for (size_t i = 0; i < d->n && rc == 0; i++) {
-            if (i) rc = put(R, b, o->indent ? "," : ", ", line);
-            if (rc == 0 && o->indent) rc = json_nl(R, o, level + 1, b, line);
-            if (rc == 0) rc = json_str(R, order[i]->k, order[i]->kn, o->ascii, b, line);
-            if (rc == 0) rc = put(R, b, ": ", line);
-            if (rc == 0) rc = json(R, &order[i]->v, o, level + 1, b, line);
-        }
-        if (rc == 0 && o->indent) rc = json_nl(R, o, level, b, line);
-        return rc ? rc : put(R, b, "}", line);
-    }
-    default:
-        return srv_chat__fail(R, LLM_EINVAL, line, "Object of type %s is not JSON serializable",
-                              v->t == SRV_CHAT__V_UNDEF ? "Undefined"
-                              : v->t == SRV_CHAT__V_NS  ? "Namespace" : "function");
-    }
-}
-
 static int f_tojson(rctx_t *R, const val_t *x, const args_t *a, int line, val_t *out) {
-    json_opts_t o = {0};
     const val_t *ea = arg(a, 0, "ensure_ascii"), *ind = arg(a, 1, "indent"),
                 *sep = arg(a, 2, "separators"), *sk = arg(a, 3, "sort_keys");
     char spaces[65];
-    o.ascii = ea && srv_chat__truthy(ea);
-    o.sort_keys = sk && srv_chat__truthy(sk);
+    const char *indent = NULL;
+    size_t indent_n = 0;
     if (!is_none(sep)) return srv_chat__fail(R, LLM_EINVAL, line, "unsupported tojson separators");
     if (!is_none(ind)) {
         if (ind->t == SRV_CHAT__V_STR) {
-            o.indent = ind->u.s;
-            o.indent_n = ind->n;
+            indent = ind->u.s;
+            indent_n = ind->n;
         } else if (is_num(ind)) {
             int64_t k = ind->u.i < 0 ? 0 : ind->u.i > 64 ? 64 : ind->u.i;
             memset(spaces, ' ', (size_t)k);
-            o.indent = spaces;
-            o.indent_n = (size_t)k;
+            indent = spaces;
+            indent_n = (size_t)k;
         } else {
-            return srv_chat__fail(R, LLM_EINVAL, line, "tojson indent must be an integer or string");
+            return srv_chat__fail(R, LLM_EINVAL, line,
+                                  "tojson indent must be an integer or string");
         }
     }
-    buf_t b = {0};
-    int rc = json(R, x, &o, 0, &b, line);
-    if (rc == 0) rc = srv_chat__buf_to_str(R, &b, line, out);
-    free(b.s);
-    return rc;
-}
-
-/* ---- string helpers ---- */
-
-static int in_chars(const val_t *chars, uint32_t cp) {
-    for (size_t i = 0, w; i < chars->n; i += w)
-        if (srv_chat__utf8_dec(chars->u.s + i, chars->n - i, &w) == cp) return 1;
-    return 0;
-}
-
-/* Python str.strip/lstrip/rstrip: chars NULL/none = whitespace. */
-static int strip(rctx_t *R, const val_t *s, const val_t *chars, int left, int right, int line,
-                 val_t *out) {
-    if (!is_none(chars) && chars->t != SRV_CHAT__V_STR)
-        return srv_chat__fail(R, LLM_EINVAL, line, "strip arg must be None or str");
-    if (is_none(chars)) chars = NULL;
-    size_t b = 0, e = s->n, w;
-    while (left && b < e) {
-        if (chars) {
-            uint32_t cp = srv_chat__utf8_dec(s->u.s + b, e - b, &w);
-            if (!in_chars(chars, cp)) break;
-        } else if ((w = srv_chat__ws_at(s->u.s, e, b)) == 0) {
-            break;
-        }
-        b += w;
-    }
-    while (right && e > b) {
-        if (chars) {
-            size_t p = e - 1;
-            while (p > b && ((unsigned char)s->u.s[p] & 0xC0) == 0x80) p--;
-            if (!in_chars(chars, srv_chat__utf8_dec(s->u.s + p, e - p, &w))) break;
-            e = p;
-        } else {
-            w = srv_chat__ws_before(s->u.s, e);
-            if (w == 0 || e - w < b) break;
-            e -= w;
-        }
-    }
-    *out = (val_t){.t = SRV_CHAT__V_STR, .n = e - b, .u.s = s->u.s + b};
-    return 0;
-}
-
-static int is_lower_c(char c) { return c >= 'a' && c <= 'z'; }
-static int is_upper_c(char c) { return c >= 'A' && c <= 'Z'; }
-static char to_upper_c(char c) { return is_lower_c(c) ? (char)(c - 32) : c; }
-static char to_lower_c(char c) { return is_upper_c(c) ? (char)(c + 32) : c; }
-
-enum { CASE_UPPER, CASE_LOWER, CASE_CAPITALIZE, CASE_PY_TITLE, CASE_JINJA_TITLE };
-
-static int change_case(rctx_t *R, const val_t *s, int mode, int line, val_t *out) {
-    char *d = srv_chat__alloc(&R->ar, s->n + 1);
-    if (!d) return srv_chat__nomem(R, line);
-    int prev_cased = 0, word_start = 1;
-    for (size_t i = 0; i < s->n; i++) {
-        char c = s->u.s[i];
-        unsigned char u = (unsigned char)c;
-        switch (mode) {
-        case CASE_UPPER: d[i] = to_upper_c(c); break;
-        case CASE_LOWER: d[i] = to_lower_c(c); break;
-        case CASE_CAPITALIZE: d[i] = i == 0 ? to_upper_c(c) : to_lower_c(c); break;
-        case CASE_PY_TITLE: /* str.title(): upper after an uncased char, lower after a cased one */
-            d[i] = prev_cased ? to_lower_c(c) : to_upper_c(c);
-            prev_cased = is_lower_c(c) || is_upper_c(c) || u >= 0x80;
-            break;
-        default: { /* Jinja's title filter: words split at runs of [-\s({\[<] */
-            size_t w = srv_chat__ws_at(s->u.s, s->n, i);
-            int sep = w > 0 || c == '-' || c == '(' || c == '{' || c == '[' || c == '<';
-            if (w > 1) { /* multi-byte whitespace: copy it whole */
-                memcpy(d + i, s->u.s + i, w);
-                i += w - 1;
-                word_start = 1;
-                continue;
-            }
-            d[i] = sep ? c : word_start ? to_upper_c(c) : to_lower_c(c);
-            if (!sep && word_start && u >= 0x80) /* keep the rest of the character intact */
-                while (i + 1 < s->n && ((unsigned char)s->u.s[i + 1] & 0xC0) == 0x80) {
-                    i++;
-                    d[i] = s->u.s[i];
-                }
-            word_start = sep;
-        }
-        }
-    }
-    *out = (val_t){.t = SRV_CHAT__V_STR, .n = s->n, .u.s = d};
-    return 0;
-}
-
-static int str_replace(rctx_t *R, const val_t *s, const val_t *old, const val_t *new_,
-                       int64_t count, int line, val_t *out) {
-    buf_t b = {0};
-    int rc = 0;
-    size_t i = 0;
-    int64_t done = 0;
-    if (old->n == 0) { /* Python inserts new before every character and at the end */
-        for (size_t w; rc == 0 && (count < 0 || done < count) && i <= s->n; done++) {
-            rc = srv_chat__buf_put(R, &b, new_->u.s, new_->n, line);
-            if (i == s->n) {
-                i++;
-                break;
-            }
-            srv_chat__utf8_dec(s->u.s + i, s->n - i, &w);
-            if (rc == 0) rc = srv_chat__buf_put(R, &b, s->u.s + i, w, line);
-            i += w;
-        }
-        if (rc == 0 && i < s->n) rc = srv_chat__buf_put(R, &b, s->u.s + i, s->n - i, line);
-    } else {
-        while (rc == 0 && (count < 0 || done < count)) {
-            const char *p = memmem(s->u.s + i, s->n - i, old->u.s, old->n);
-            if (!p) break;
-            size_t at = (size_t)(p - s->u.s);
-            rc = srv_chat__buf_put(R, &b, s->u.s + i, at - i, line);
-            if (rc == 0) rc = srv_chat__buf_put(R, &b, new_->u.s, new_->n, line);
-            i = at + old->n;
-            done++;
-        }
-        if (rc == 0) rc = srv_chat__buf_put(R, &b, s->u.s + i, s->n - i, line);
-    }
-    if (rc == 0) rc = srv_chat__buf_to_str(R, &b, line, out);
-    free(b.s);
-    return rc;
-}
-
-/* str.split(sep=None, maxsplit=-1) */
-static int str_split(rctx_t *R, const val_t *s, const val_t *sep, int64_t maxsplit, int line,
-                     val_t *out) {
-    list_t *l = srv_chat__mklist(R, s->n + 1, line);
-    if (!l) return R->err->code;
-    l->n = 0;
-    size_t i = 0, w;
-    if (is_none(sep)) {
-        for (;;) {
-            while (i < s->n && (w = srv_chat__ws_at(s->u.s, s->n, i)) > 0) i += w;
-            if (i >= s->n) break;
-            size_t b = i;
-            if (maxsplit >= 0 && (int64_t)l->n == maxsplit) {
-                i = s->n;
-            } else {
-                while (i < s->n && srv_chat__ws_at(s->u.s, s->n, i) == 0) i++;
-            }
-            l->v[l->n++] = (val_t){.t = SRV_CHAT__V_STR, .n = i - b, .u.s = s->u.s + b};
-        }
-    } else {
-        if (sep->t != SRV_CHAT__V_STR) return want_str(R, sep, "split separator", line);
-        if (sep->n == 0) return srv_chat__fail(R, LLM_EINVAL, line, "empty separator");
-        for (;;) {
-            const char *p = (maxsplit >= 0 && (int64_t)l->n == maxsplit)
-                                ? NULL : memmem(s->u.s + i, s->n - i, sep->u.s, sep->n);
-            size_t e = p ? (size_t)(p - s->u.s) : s->n;
-            l->v[l->n++] = (val_t){.t = SRV_CHAT__V_STR, .n = e - i, .u.s = s->u.s + i};
-            if (!p) break;
-            i = e + sep->n;
-        }
-    }
-    *out = (val_t){.t = SRV_CHAT__V_LIST, .u.l = l};
-    return 0;
+    return srv_chat__tojson(R, x, indent, indent_n, sk && srv_chat__truthy(sk),
+                            ea && srv_chat__truthy(ea), line, out);
 }
 
 static int starts_ends(rctx_t *R, const val_t *s, const val_t *x, int ends, int line, int *res) {
@@ -570,7 +202,8 @@ static int get_path(rctx_t *R, const val_t *x, const val_t *path, int line, val_
         for (size_t k = i; k < e; k++) digits &= path->u.s[k] >= '0' && path->u.s[k] <= '9';
         if (digits) {
             int64_t v = 0;
-            for (size_t k = i; k < e && v < INT64_MAX / 10 - 10; k++) v = v * 10 + (path->u.s[k] - '0');
+            for (size_t k = i; k < e && v < INT64_MAX / 10 - 10; k++)
+                v = v * 10 + (path->u.s[k] - '0');
             key = vint(v);
         }
         if ((rc = srv_chat__getitem(R, &cur, &key, line, &cur))) return rc;
@@ -726,27 +359,6 @@ static int f_reverse(rctx_t *R, const val_t *x, int line, val_t *out) {
     return 0;
 }
 
-/* markupsafe.escape: a Markup string is returned as it is, anything else is converted with
- * str() and escaped; the result is Markup, which escapes plain strings added to it. */
-int srv_chat__escape(rctx_t *R, const val_t *x, int line, val_t *out) {
-    val_t s;
-    if (x->t == SRV_CHAT__V_STR && x->aux) {
-        *out = *x;
-        return 0;
-    }
-    int rc = srv_chat__to_str(R, x, line, &s);
-    buf_t b = {0};
-    for (size_t i = 0; i < s.n && rc == 0; i++) {
-        char c = s.u.s[i];
-        const char *e = c == '&' ? "&amp;" : c == '<' ? "&lt;" : c == '>' ? "&gt;"
-                      : c == '"' ? "&#34;" : c == '\'' ? "&#39;" : NULL;
-        rc = e ? put(R, &b, e, line) : srv_chat__buf_put(R, &b, &c, 1, line);
-    }
-    if (rc == 0) rc = srv_chat__buf_to_str(R, &b, line, out);
-    free(b.s);
-    out->aux = 1;
-    return rc;
-}
 
 int srv_chat__filter(rctx_t *R, int id, const char *name, const val_t *x, const args_t *a,
                      int line, val_t *out) {
@@ -755,7 +367,8 @@ int srv_chat__filter(rctx_t *R, int id, const char *name, const val_t *x, const 
     int64_t n;
     switch (id) {
     case F_TRIM: /* soft_str(): a Markup input gives a Markup result */
-        if ((rc = srv_chat__to_str(R, x, line, &s)) || (rc = strip(R, &s, arg(a, 0, "chars"), 1, 1, line, out)))
+        if ((rc = srv_chat__to_str(R, x, line, &s)) ||
+            (rc = srv_chat__strip(R, &s, arg(a, 0, "chars"), 1, 1, line, out)))
             return rc;
         out->aux = s.aux;
         return 0;
@@ -768,15 +381,19 @@ int srv_chat__filter(rctx_t *R, int id, const char *name, const val_t *x, const 
     case F_TITLE:
     case F_CAPITALIZE:
         if ((rc = srv_chat__to_str(R, x, line, &s)) ||
-            (rc = change_case(R, &s, id == F_UPPER ? CASE_UPPER : id == F_LOWER ? CASE_LOWER
-                                     : id == F_TITLE ? CASE_JINJA_TITLE : CASE_CAPITALIZE,
-                              line, out)))
+            (rc = srv_chat__case(R, &s,
+                                 id == F_UPPER   ? SRV_CHAT__CASE_UPPER
+                                 : id == F_LOWER ? SRV_CHAT__CASE_LOWER
+                                 : id == F_TITLE ? SRV_CHAT__CASE_JINJA_TITLE
+                                                 : SRV_CHAT__CASE_CAPITALIZE,
+                                 line, out)))
             return rc;
         out->aux = id == F_TITLE ? 0 : s.aux; /* title joins plain str pieces */
         return 0;
     case F_DEFAULT: {
         const val_t *d = arg(a, 0, "default_value"), *boolean = arg(a, 1, "boolean");
-        int use = x->t == SRV_CHAT__V_UNDEF || (boolean && srv_chat__truthy(boolean) && !srv_chat__truthy(x));
+        int use = x->t == SRV_CHAT__V_UNDEF ||
+                  (boolean && srv_chat__truthy(boolean) && !srv_chat__truthy(x));
         *out = use ? (d ? *d : (val_t){.t = SRV_CHAT__V_STR, .u.s = ""}) : *x;
         return 0;
     }
@@ -819,7 +436,7 @@ int srv_chat__filter(rctx_t *R, int id, const char *name, const val_t *x, const 
             (rc = srv_chat__to_str(R, arg(a, 1, "new"), line, &nw)))
             return rc;
         if (!is_none(cnt) && (rc = want_int(R, cnt, "count", line))) return rc;
-        return str_replace(R, &s, &old, &nw, is_none(cnt) ? -1 : cnt->u.i, line, out);
+        return srv_chat__replace(R, &s, &old, &nw, is_none(cnt) ? -1 : cnt->u.i, line, out);
     }
     case F_INT: return f_int(x, arg(a, 0, "default"), out);
     case F_ABS:
@@ -896,13 +513,7 @@ int srv_chat__test(rctx_t *R, int id, const char *name, const val_t *x, const ar
     case T_UPPER: {
         val_t s;
         if ((rc = srv_chat__to_str(R, x, line, &s))) return rc;
-        int cased = 0, ok = 1;
-        for (size_t i = 0; i < s.n; i++) {
-            char c = s.u.s[i];
-            if (is_lower_c(c) || is_upper_c(c)) cased = 1;
-            if (id == T_LOWER ? is_upper_c(c) : is_lower_c(c)) ok = 0;
-        }
-        *res = cased && ok;
+        *res = srv_chat__is_case(&s, id == T_UPPER);
         return 0;
     }
     case T_SAMEAS:
@@ -924,13 +535,14 @@ static int str_method(rctx_t *R, const val_t *s, const char *name, const args_t 
                       val_t *out) {
     const val_t *x = arg(a, 0, NULL), *y = arg(a, 1, NULL);
     int rc, res;
-    if (!strcmp(name, "strip")) return strip(R, s, x, 1, 1, line, out);
-    if (!strcmp(name, "lstrip")) return strip(R, s, x, 1, 0, line, out);
-    if (!strcmp(name, "rstrip")) return strip(R, s, x, 0, 1, line, out);
-    if (!strcmp(name, "upper")) return change_case(R, s, CASE_UPPER, line, out);
-    if (!strcmp(name, "lower")) return change_case(R, s, CASE_LOWER, line, out);
-    if (!strcmp(name, "title")) return change_case(R, s, CASE_PY_TITLE, line, out);
-    if (!strcmp(name, "capitalize")) return change_case(R, s, CASE_CAPITALIZE, line, out);
+    if (!strcmp(name, "strip")) return srv_chat__strip(R, s, x, 1, 1, line, out);
+    if (!strcmp(name, "lstrip")) return srv_chat__strip(R, s, x, 1, 0, line, out);
+    if (!strcmp(name, "rstrip")) return srv_chat__strip(R, s, x, 0, 1, line, out);
+    if (!strcmp(name, "upper")) return srv_chat__case(R, s, SRV_CHAT__CASE_UPPER, line, out);
+    if (!strcmp(name, "lower")) return srv_chat__case(R, s, SRV_CHAT__CASE_LOWER, line, out);
+    if (!strcmp(name, "title")) return srv_chat__case(R, s, SRV_CHAT__CASE_PY_TITLE, line, out);
+    if (!strcmp(name, "capitalize"))
+        return srv_chat__case(R, s, SRV_CHAT__CASE_CAPITALIZE, line, out);
     if (!strcmp(name, "startswith") || !strcmp(name, "endswith")) {
         if (a->n > 1) return srv_chat__fail(R, LLM_EINVAL, line, "unsupported start/end arguments");
         if ((rc = starts_ends(R, s, x, name[0] == 'e', line, &res))) return rc;
@@ -940,7 +552,7 @@ static int str_method(rctx_t *R, const val_t *s, const char *name, const args_t 
     if (!strcmp(name, "split")) {
         const val_t *sep = arg(a, 0, "sep"), *mx = arg(a, 1, "maxsplit");
         if (!is_none(mx) && (rc = want_int(R, mx, "maxsplit", line))) return rc;
-        return str_split(R, s, sep, is_none(mx) ? -1 : mx->u.i, line, out);
+        return srv_chat__split(R, s, sep, is_none(mx) ? -1 : mx->u.i, line, out);
     }
     if (!strcmp(name, "replace")) {
         const val_t *cnt = arg(a, 2, "count");
@@ -949,10 +561,11 @@ static int str_method(rctx_t *R, const val_t *s, const char *name, const args_t 
             return rc;
         if (!is_none(cnt) && (rc = want_int(R, cnt, "count", line))) return rc;
         val_t ex, ey; /* Markup.replace escapes its arguments */
-        if (s->aux && ((rc = srv_chat__escape(R, x, line, &ex)) || (rc = srv_chat__escape(R, y, line, &ey))))
+        if (s->aux &&
+            ((rc = srv_chat__escape(R, x, line, &ex)) || (rc = srv_chat__escape(R, y, line, &ey))))
             return rc;
-        return str_replace(R, s, s->aux ? &ex : x, s->aux ? &ey : y, is_none(cnt) ? -1 : cnt->u.i,
-                           line, out);
+        return srv_chat__replace(R, s, s->aux ? &ex : x, s->aux ? &ey : y,
+                                 is_none(cnt) ? -1 : cnt->u.i, line, out);
     }
     if (!strcmp(name, "find") || !strcmp(name, "count")) {
         if (a->n > 1) return srv_chat__fail(R, LLM_EINVAL, line, "unsupported start/end arguments");
@@ -984,7 +597,8 @@ static int str_method(rctx_t *R, const val_t *s, const char *name, const args_t 
     }
     if (!strcmp(name, "removeprefix") || !strcmp(name, "removesuffix")) {
         int suffix = name[6] == 's';
-        if ((rc = want_str(R, x, "argument", line)) || (rc = starts_ends(R, s, x, suffix, line, &res)))
+        if ((rc = want_str(R, x, "argument", line)) ||
+            (rc = starts_ends(R, s, x, suffix, line, &res)))
             return rc;
         *out = *s;
         if (res) {
@@ -1036,7 +650,10 @@ static int dict_method(rctx_t *R, const val_t *d, const char *name, const args_t
         *out = v ? *v : def ? *def : (val_t){.t = SRV_CHAT__V_NONE};
         return 0;
     }
-    int which = !strcmp(name, "items") ? 0 : !strcmp(name, "keys") ? 1 : !strcmp(name, "values") ? 2 : -1;
+    int which = !strcmp(name, "items")    ? 0
+                : !strcmp(name, "keys")   ? 1
+                : !strcmp(name, "values") ? 2
+                                          : -1;
     if (which < 0) return srv_chat__fail(R, LLM_EINVAL, line, "unsupported dict method '%s'", name);
     list_t *l = srv_chat__mklist(R, D->n, line);
     if (!l) return R->err->code;
@@ -1066,7 +683,8 @@ int srv_chat__method(rctx_t *R, const val_t *self, const char *name, const args_
     case SRV_CHAT__V_STR:
         rc = str_method(R, self, name, a, line, out);
         /* Markup's methods return Markup (and Markup.join escapes the items) */
-        if (rc == 0 && self->aux && out->t == SRV_CHAT__V_STR && in_names(keeps_markup, name, strlen(name)))
+        if (rc == 0 && self->aux && out->t == SRV_CHAT__V_STR &&
+            in_names(keeps_markup, name, strlen(name)))
             out->aux = 1;
         return rc;
     case SRV_CHAT__V_DICT: return dict_method(R, self, name, a, line, out);
@@ -1111,7 +729,8 @@ static int fn_range(rctx_t *R, const args_t *a, int line, val_t *out) {
     if (v[2] == 0) return srv_chat__fail(R, LLM_EINVAL, line, "range() arg 3 must not be zero");
     uint64_t count = 0;
     if (v[2] > 0 && v[1] > v[0]) count = ((uint64_t)v[1] - (uint64_t)v[0] - 1) / (uint64_t)v[2] + 1;
-    if (v[2] < 0 && v[0] > v[1]) count = ((uint64_t)v[0] - (uint64_t)v[1] - 1) / ((uint64_t)(-(v[2] + 1)) + 1) + 1;
+    if (v[2] < 0 && v[0] > v[1])
+        count = ((uint64_t)v[0] - (uint64_t)v[1] - 1) / ((uint64_t)(-(v[2] + 1)) + 1) + 1;
     int rc = srv_chat__step(R, count, line);
     if (rc) return rc;
     list_t *l = srv_chat__mklist(R, (size_t)count, line);
@@ -1155,7 +774,8 @@ int srv_chat__func(rctx_t *R, int id, const char *name, const args_t *a, int lin
         int rc = want_str(R, fmt, "strftime_now format", line);
         if (rc) return rc;
         char f[128], o[256];
-        if (fmt->n >= sizeof f) return srv_chat__fail(R, LLM_EINVAL, line, "strftime_now format too long");
+        if (fmt->n >= sizeof f)
+            return srv_chat__fail(R, LLM_EINVAL, line, "strftime_now format too long");
         memcpy(f, fmt->u.s, fmt->n);
         f[fmt->n] = '\0';
         time_t now = time(NULL);

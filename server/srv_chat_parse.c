@@ -30,7 +30,7 @@ typedef struct parser_s {
     int loops; /* enclosing for loops, for break/continue */
 } parser_t;
 
-/* Growable node list (malloc'd), copied into the arena when finished. */
+/* Growable node list in the parse arena (old arrays are left behind: at most 2x waste). */
 typedef struct vec_s {
     node_t **v;
     const char **names;
@@ -49,7 +49,9 @@ static int perr(parser_t *P, int code, int line, const char *fmt, ...) {
     return llm_err_set(P->err, code, "chat template: %s at line %d", msg, line);
 }
 
-static int oom(parser_t *P) { return llm_err_set(P->err, LLM_ENOMEM, "chat template: out of memory"); }
+static int oom(parser_t *P) {
+    return llm_err_set(P->err, LLM_ENOMEM, "chat template: out of memory");
+}
 
 static const tok_t *cur(const parser_t *P) { return &P->t[P->i]; }
 static const tok_t *peek(const parser_t *P, size_t k) {
@@ -127,12 +129,15 @@ static char *dup_name(parser_t *P, const char *s, size_t n) {
 
 static int vpush(parser_t *P, vec_t *v, node_t *x, const char *name) {
     if (v->n == v->cap) {
-        int cap = v->cap ? v->cap * 2 : 8;
-        node_t **nv = realloc(v->v, (size_t)cap * sizeof *nv);
-        if (!nv) return oom(P);
+        int cap = v->cap ? v->cap * 2 : 4;
+        node_t **nv = srv_chat__alloc(P->a, (size_t)cap * sizeof *nv);
+        const char **nn = srv_chat__alloc(P->a, (size_t)cap * sizeof *nn);
+        if (!nv || !nn) return oom(P);
+        if (v->n) {
+            memcpy(nv, v->v, (size_t)v->n * sizeof *nv);
+            memcpy(nn, v->names, (size_t)v->n * sizeof *nn);
+        }
         v->v = nv;
-        const char **nn = realloc(v->names, (size_t)cap * sizeof *nn);
-        if (!nn) return oom(P);
         v->names = nn;
         v->cap = cap;
     }
@@ -141,32 +146,11 @@ static int vpush(parser_t *P, vec_t *v, node_t *x, const char *name) {
     return 0;
 }
 
-/* Moves v's nodes (and names, if want_names) into the arena; always frees v. */
-static int vfinish(parser_t *P, vec_t *v, node_t ***out, const char ***names, int *n) {
-    int rc = 0;
-    *out = NULL;
-    if (names) *names = NULL;
+/* Hands v's nodes (and names, if wanted) to a node. */
+static void vfinish(const vec_t *v, node_t ***out, const char ***names, int *n) {
+    *out = v->v;
+    if (names) *names = v->names;
     *n = v->n;
-    if (v->n > 0) {
-        *out = srv_chat__alloc(P->a, (size_t)v->n * sizeof **out);
-        if (!*out) rc = oom(P);
-        else memcpy(*out, v->v, (size_t)v->n * sizeof **out);
-        if (rc == 0 && names) {
-            *names = srv_chat__alloc(P->a, (size_t)v->n * sizeof **names);
-            if (!*names) rc = oom(P);
-            else memcpy(*names, v->names, (size_t)v->n * sizeof **names);
-        }
-    }
-    free(v->v);
-    free(v->names);
-    memset(v, 0, sizeof *v);
-    return rc;
-}
-
-static void vdrop(vec_t *v) {
-    free(v->v);
-    free(v->names);
-    memset(v, 0, sizeof *v);
 }
 
 /* ---- expressions ---- */
@@ -202,28 +186,18 @@ static int parse_tuple(parser_t *P, int with_condexpr, int explicit_parens, cons
         if (at_tuple_end(P, extra_end)) break;
         node_t *e;
         rc = with_condexpr ? parse_expression(P, 1, &e) : parse_or(P, &e);
-        if (rc == 0) rc = vpush(P, &items, e, NULL);
-        if (rc) {
-            vdrop(&items);
-            return rc;
-        }
+        if (rc || (rc = vpush(P, &items, e, NULL))) return rc;
     }
     if (!is_tuple && items.n == 1) {
         *out = items.v[0];
-        vdrop(&items);
         return 0;
     }
-    if (items.n == 0 && !explicit_parens) {
-        vdrop(&items);
-        return unexpected(P, "an expression");
-    }
+    if (items.n == 0 && !explicit_parens) return unexpected(P, "an expression");
     node_t *t = mk(P, SRV_CHAT__E_TUPLE, line);
-    if (!t) {
-        vdrop(&items);
-        return oom(P);
-    }
+    if (!t) return oom(P);
     *out = t;
-    return vfinish(P, &items, &t->kids, NULL, &t->nkids);
+    vfinish(&items, &t->kids, NULL, &t->nkids);
+    return 0;
 }
 
 /* '(' [arg {',' arg}] [','] ')' with arg = expr | name '=' expr; fills kids and kw of n. */
@@ -252,22 +226,18 @@ static int parse_call_args(parser_t *P, node_t *n) {
             if (rc == 0) rc = vpush(P, &kw, e, name);
         } else {
             if (kw.n > 0) {
-                rc = perr(P, LLM_EFORMAT, cur(P)->line, "positional argument after keyword argument");
+                rc = perr(P, LLM_EFORMAT, cur(P)->line,
+                          "positional argument after keyword argument");
                 break;
             }
             rc = parse_expression(P, 1, &e);
             if (rc == 0) rc = vpush(P, &pos, e, NULL);
         }
     }
-    if (rc == 0) rc = expect_op(P, ")");
-    if (rc) {
-        vdrop(&pos);
-        vdrop(&kw);
-        return rc;
-    }
-    rc = vfinish(P, &pos, &n->kids, NULL, &n->nkids);
-    int rc2 = vfinish(P, &kw, &n->kwv, &n->kwn, &n->nkw);
-    return rc ? rc : rc2;
+    if (rc || (rc = expect_op(P, ")"))) return rc;
+    vfinish(&pos, &n->kids, NULL, &n->nkids);
+    vfinish(&kw, &n->kwv, &n->kwn, &n->nkw);
+    return 0;
 }
 
 /* Dotted name after '|' or 'is' (e.g. `foo.bar`), copied NUL-terminated. */
@@ -292,7 +262,7 @@ static int parse_filter(parser_t *P, node_t *arg, node_t **out) {
     node_t *f = mk(P, SRV_CHAT__E_FILTER, line);
     if (!f) return oom(P);
     if ((rc = parse_dotted(P, &f->s, &f->n))) return rc;
-    f->op = srv_chat__filter_id(f->s, f->n); /* 0 (unknown) is checked by check_names() */
+    f->op = srv_chat__filter_id(f->s, f->n); /* 0: see check_stmts() in srv_chat.c */
     f->a = arg;
     if (is_op(P, "(") && (rc = parse_call_args(P, f))) return rc;
     *out = f;
@@ -483,19 +453,14 @@ static int parse_list_or_dict(parser_t *P, int dict, node_t **out) {
         if (dict && ((rc = expect_op(P, ":")) || (rc = parse_expression(P, 1, &v)))) break;
         if ((rc = vpush(P, &keys, k, NULL)) || (dict && (rc = vpush(P, &vals, v, NULL)))) break;
     }
-    if (rc == 0) rc = expect_op(P, close);
-    node_t *n = rc ? NULL : mk(P, dict ? SRV_CHAT__E_DICT : SRV_CHAT__E_LIST, line);
-    if (rc == 0 && !n) rc = oom(P);
-    if (rc) {
-        vdrop(&keys);
-        vdrop(&vals);
-        return rc;
-    }
+    if (rc || (rc = expect_op(P, close))) return rc;
+    node_t *n = mk(P, dict ? SRV_CHAT__E_DICT : SRV_CHAT__E_LIST, line);
+    if (!n) return oom(P);
     int nv;
-    rc = vfinish(P, &keys, &n->kids, NULL, &n->nkids);
-    int rc2 = vfinish(P, &vals, &n->vals, NULL, &nv);
+    vfinish(&keys, &n->kids, NULL, &n->nkids);
+    vfinish(&vals, &n->vals, NULL, &nv);
     *out = n;
-    return rc ? rc : rc2;
+    return 0;
 }
 
 static int parse_primary(parser_t *P, node_t **out) {
@@ -521,7 +486,8 @@ static int parse_primary(parser_t *P, node_t **out) {
     case SRV_CHAT__T_STRING: {
         /* adjacent string literals concatenate */
         size_t total = 0, k = 0;
-        for (size_t j = P->i; j < P->n && P->t[j].type == SRV_CHAT__T_STRING; j++) total += P->t[j].n;
+        for (size_t j = P->i; j < P->n && P->t[j].type == SRV_CHAT__T_STRING; j++)
+            total += P->t[j].n;
         char *s = srv_chat__alloc(P->a, total + 1);
         n = mk(P, SRV_CHAT__E_STR, t->line);
         if (!s || !n) return oom(P);
@@ -594,7 +560,8 @@ static int parse_pow(parser_t *P, node_t **out) {
     while (rc == 0 && is_op(P, "**")) {
         int line = cur(P)->line;
         adv(P);
-        if ((rc = parse_unary(P, 1, &r)) == 0) rc = bin(P, SRV_CHAT__E_BIN, SRV_CHAT__OP_POW, line, l, r, &l);
+        if ((rc = parse_unary(P, 1, &r)) == 0)
+            rc = bin(P, SRV_CHAT__E_BIN, SRV_CHAT__OP_POW, line, l, r, &l);
     }
     *out = l;
     return rc;
@@ -630,14 +597,12 @@ static int parse_concat(parser_t *P, node_t **out) {
         node_t *x;
         if ((rc = parse_math2(P, &x)) == 0) rc = vpush(P, &args, x, NULL);
     }
-    node_t *n = rc ? NULL : mk(P, SRV_CHAT__E_CONCAT, line);
-    if (rc == 0 && !n) rc = oom(P);
-    if (rc) {
-        vdrop(&args);
-        return rc;
-    }
+    if (rc) return rc;
+    node_t *n = mk(P, SRV_CHAT__E_CONCAT, line);
+    if (!n) return oom(P);
     *out = n;
-    return vfinish(P, &args, &n->kids, NULL, &n->nkids);
+    vfinish(&args, &n->kids, NULL, &n->nkids);
+    return 0;
 }
 
 static int parse_math1(parser_t *P, node_t **out) {
@@ -680,15 +645,9 @@ static int parse_compare(parser_t *P, node_t **out) {
         } else {
             break;
         }
-        if (nops == 64) {
-            vdrop(&opnds);
-            return perr(P, LLM_EUNSUPPORTED, line, "comparison chain too long");
-        }
+        if (nops == 64) return perr(P, LLM_EUNSUPPORTED, line, "comparison chain too long");
         node_t *x;
-        if ((rc = parse_math1(P, &x)) || (rc = vpush(P, &opnds, x, NULL))) {
-            vdrop(&opnds);
-            return rc;
-        }
+        if ((rc = parse_math1(P, &x)) || (rc = vpush(P, &opnds, x, NULL))) return rc;
         ops[nops++] = op;
     }
     if (nops == 0) {
@@ -697,15 +656,13 @@ static int parse_compare(parser_t *P, node_t **out) {
     }
     node_t *n = mk(P, SRV_CHAT__E_CMP, line);
     int *o = srv_chat__alloc(P->a, (size_t)nops * sizeof *o);
-    if (!n || !o) {
-        vdrop(&opnds);
-        return oom(P);
-    }
+    if (!n || !o) return oom(P);
     memcpy(o, ops, (size_t)nops * sizeof *o);
     n->a = first;
     n->ops = o;
     *out = n;
-    return vfinish(P, &opnds, &n->kids, NULL, &n->nkids);
+    vfinish(&opnds, &n->kids, NULL, &n->nkids);
+    return 0;
 }
 
 static int parse_not(parser_t *P, node_t **out) {
@@ -844,12 +801,9 @@ static int parse_targets(parser_t *P, node_t *n) {
         if (!is_op(P, ",")) break;
         adv(P);
     }
-    if (rc == 0 && paren) rc = expect_op(P, ")");
-    if (rc) {
-        vdrop(&v);
-        return rc;
-    }
-    return vfinish(P, &v, &n->kids, NULL, &n->nkids);
+    if (rc || (paren && (rc = expect_op(P, ")")))) return rc;
+    vfinish(&v, &n->kids, NULL, &n->nkids);
+    return 0;
 }
 
 static int parse_for(parser_t *P, int line, node_t **out) {
@@ -951,7 +905,8 @@ static int parse_statement(parser_t *P, node_t **out) {
     if (tok_eq(t, t->type, "set")) return parse_set(P, line, out);
     if (tok_eq(t, t->type, "break") || tok_eq(t, t->type, "continue")) {
         if (P->loops == 0)
-            return perr(P, LLM_EFORMAT, line, "'%s' outside of a for loop", t->s[0] == 'b' ? "break" : "continue");
+            return perr(P, LLM_EFORMAT, line, "'%s' outside of a for loop",
+                        t->s[0] == 'b' ? "break" : "continue");
         node_t *n = mk(P, t->s[0] == 'b' ? SRV_CHAT__N_BREAK : SRV_CHAT__N_CONTINUE, line);
         if (!n) return oom(P);
         *out = n;
@@ -1018,61 +973,11 @@ static int parse_body(parser_t *P, const char *const *ends, const char *opener, 
         } else {
             rc = unexpected(P, "template text or a tag");
         }
-        if (rc == 0) rc = vpush(P, &v, n, NULL);
-        if (rc) break;
+        if (rc || (rc = vpush(P, &v, n, NULL))) return rc;
     }
-    if (rc) {
-        vdrop(&v);
-        return rc;
-    }
-    return vfinish(P, &v, body, NULL, nbody);
-}
-
-/* ---- unknown filter and test names ---- */
-
-/* Jinja rejects a filter or test name it does not know when compiling, except in a "soft"
- * frame: the test and the bodies of an if statement, and all of a conditional expression
- * (not nested for loops or set blocks, which get frames of their own). There the error is
- * raised only if the code runs, so a template may guard filters it is unsure of. */
-static int check_stmts(parser_t *P, node_t *const *v, int n, int soft);
-
-static int check_expr(parser_t *P, const node_t *e, int soft) {
-    if (!e) return 0;
-    if (e->kind == SRV_CHAT__E_COND) soft = 1;
-    if ((e->kind == SRV_CHAT__E_FILTER || e->kind == SRV_CHAT__E_TEST) && e->op == 0 && !soft)
-        return perr(P, LLM_EFORMAT, e->line, "no %s named '%s'",
-                    e->kind == SRV_CHAT__E_FILTER ? "filter" : "test", e->s);
-    const node_t *sub[4] = {e->a, e->b, e->c, e->d};
-    int rc = 0;
-    for (int k = 0; k < 4 && rc == 0; k++) rc = check_expr(P, sub[k], soft);
-    for (int k = 0; k < e->nkids && rc == 0; k++) rc = check_expr(P, e->kids[k], soft);
-    for (int k = 0; e->vals && k < e->nkids && rc == 0; k++) rc = check_expr(P, e->vals[k], soft);
-    for (int k = 0; k < e->nkw && rc == 0; k++) rc = check_expr(P, e->kwv[k], soft);
-    return rc;
-}
-
-static int check_stmts(parser_t *P, node_t *const *v, int n, int soft) {
-    int rc = 0;
-    for (int i = 0; i < n && rc == 0; i++) {
-        const node_t *s = v[i];
-        switch (s->kind) {
-        case SRV_CHAT__N_OUTPUT: rc = check_expr(P, s->a, soft); break;
-        case SRV_CHAT__N_IF:
-            if ((rc = check_expr(P, s->a, 1)) == 0 && (rc = check_stmts(P, s->body, s->nbody, 1)) == 0)
-                rc = check_stmts(P, s->orelse, s->norelse, 1);
-            break;
-        case SRV_CHAT__N_FOR:
-            if ((rc = check_expr(P, s->a, soft)) == 0 && (rc = check_expr(P, s->b, 0)) == 0 &&
-                (rc = check_stmts(P, s->body, s->nbody, 0)) == 0)
-                rc = check_stmts(P, s->orelse, s->norelse, 0);
-            break;
-        case SRV_CHAT__N_SET: rc = check_expr(P, s->b, soft); break;
-        case SRV_CHAT__N_SETBLOCK:
-        case SRV_CHAT__N_SCOPE: rc = check_stmts(P, s->body, s->nbody, 0); break;
-        default: break;
-        }
-    }
-    return rc;
+    if (rc) return rc;
+    vfinish(&v, body, NULL, nbody);
+    return 0;
 }
 
 /* ---- entry point ---- */
@@ -1080,6 +985,5 @@ static int check_stmts(parser_t *P, node_t *const *v, int n, int soft) {
 int srv_chat__parse(const srv_chat__tok_t *toks, size_t ntok, srv_chat__arena_t *a,
                     srv_chat__node_t ***body, int *nbody, llm_error_t *err) {
     parser_t P = {.t = toks, .n = ntok, .a = a, .err = err};
-    int rc = parse_body(&P, NULL, NULL, 0, body, nbody);
-    return rc ? rc : check_stmts(&P, *body, *nbody, 0);
+    return parse_body(&P, NULL, NULL, 0, body, nbody);
 }
