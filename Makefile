@@ -10,13 +10,13 @@ PKGS     := libopenblas-dev libpcre2-dev libcjson-dev libmicrohttpd-dev libuv1-d
 PCLIBS   := openblas libpcre2-8 libcjson libmicrohttpd libuv nettle
 
 WARN     := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter
-INC      := -Icore -Icore/kernels -Iadapters -Iserver
+INC      := -Icore -Icore/kernels -Iadapters -Iserver -Itools
 PCCFLAGS  = $(shell pkg-config --cflags $(PCLIBS) 2>/dev/null)
 PCLDLIBS  = $(shell pkg-config --libs $(PCLIBS) 2>/dev/null) -lm -lpthread
-OPT      ?= -O2 -g -march=native
-SANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+OPT      ?= -O2 -g -march=native -fopenmp-simd
+SANFLAGS := -O1 -g -fopenmp-simd -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-LIB_SRC  := $(wildcard core/*.c core/kernels/*.c adapters/*.c) $(filter-out server/main.c,$(wildcard server/*.c))
+LIB_SRC  := $(wildcard core/*.c core/kernels/*.c adapters/*.c tools/*.c) $(filter-out server/main.c,$(wildcard server/*.c))
 APP_SRC  := server/main.c
 SUP_SRC  := $(wildcard tests/support/*.c)
 TEST_SRC := $(wildcard tests/unit/test_*.c)
@@ -32,9 +32,9 @@ ASAN_TESTS := $(TEST_SRC:tests/unit/%.c=build/asan/tests/%)
 all: deps
 	@$(MAKE) --no-print-directory build/loramux
 
-# Installs the Debian packages the build and the tests need; does nothing when all are there.
-deps:
-	@missing=""; for p in $(PKGS); do \
+# apt_install(PACKAGES): installs those not yet installed; does nothing when all are there.
+define apt_install
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -42,12 +42,17 @@ deps:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
+endef
 
-build/obj/%.o: %.c $(wildcard core/*.h adapters/*.h server/*.h tests/support/*.h)
+# Installs the Debian packages the build and the tests need (apt-get; idempotent).
+deps:
+	$(call apt_install,$(PKGS))
+
+build/obj/%.o: %.c $(wildcard core/*.h core/kernels/*.h adapters/*.h server/*.h tools/*.h tests/support/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) $(OPT) $(INC) -Itests/support $(PCCFLAGS) -c $< -o $@
 
-build/asan/obj/%.o: %.c $(wildcard core/*.h adapters/*.h server/*.h tests/support/*.h)
+build/asan/obj/%.o: %.c $(wildcard core/*.h core/kernels/*.h adapters/*.h server/*.h tools/*.h tests/support/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) $(SANFLAGS) $(INC) -Itests/support $(PCCFLAGS) -c $< -o $@
 
@@ -62,10 +67,6 @@ build/asan/tests/%: build/asan/obj/tests/unit/%.o $(ASAN_LIB) $(ASAN_SUP)
 	@mkdir -p $(dir $@)
 	$(CC) $(SANFLAGS) $^ -o $@ $(PCLDLIBS) -lcmocka
 
-# Synthetic models and adapters for the end-to-end tests and benchmarks.
-build/loramux-synth: build/obj/tests/tools/synth_main.o $(LIB_OBJ) $(SUP_OBJ)
-	$(CC) $(OPT) $^ -o $@ $(PCLDLIBS)
-
 # Each unit-test binary is its own process, so a crash fails one module, not the run.
 unit-test: build/loramux $(TESTS)
 	@fail=0; for t in $(TESTS); do \
@@ -79,23 +80,48 @@ asan-test: $(ASAN_TESTS)
 	done; exit $$fail
 
 # Benchmarks: not part of `make test`; numbers vary ±40 % between runs on these machines.
-BENCH_SRC := $(wildcard bench/bench_*.c)
+# See bench/README.md. Every bench/bench_*.c is a kernel bench run in turn, except
+# bench_membw.c, a tool of the serving bench (as is bench/loadgen.c).
+BENCH_SRC := $(filter-out bench/bench_membw.c,$(wildcard bench/bench_*.c))
 BENCHES   := $(BENCH_SRC:bench/%.c=build/bench/%)
 build/bench/%: build/obj/bench/%.o $(LIB_OBJ) $(SUP_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(OPT) $^ -o $@ $(PCLDLIBS)
 
-# Then the Python benches of the server (tests/e2e helpers; a few minutes each at most).
+# The serving bench's own programs (libuv, cJSON, pthreads; not the library).
+SERVE_TOOLS := build/bench/loadgen build/bench/bench_membw
+build/bench/loadgen build/bench/bench_membw: build/bench/%: build/obj/bench/%.o
+	@mkdir -p $(dir $@)
+	$(CC) $(OPT) $^ -o $@ $(PCLDLIBS)
+
+# gnuplot draws the serving bench's plot; installed like `make deps` (idempotent). Without it
+# the bench skips the plot and says so.
+BENCH_PKGS := gnuplot-nox
+bench-deps:
+	$(call apt_install,$(BENCH_PKGS))
+
+# Then the Python benches of the server (tests/e2e helpers; a few minutes each at most),
+# last the serving bench (bench/bench_serve.py, ~15 minutes with --quick: every SmolLM
+# scenario and TinyLlama's base ones; `make bench-full` or BENCH_FULL=1 runs them all).
 PY_BENCHES := bench/bench_upload.py bench/bench_registry.py
-bench: $(BENCHES) build/loramux build/loramux-synth
+SERVE_BENCH_ARGS ?= $(if $(BENCH_FULL),,--quick)
+# Synthetic models and adapters come from `build/loramux synth-model` / `synth-adapter`.
+bench: $(BENCHES) $(SERVE_TOOLS) build/loramux
+	@$(MAKE) --no-print-directory bench-deps || echo "bench-deps failed: the serving bench will skip its plot"
 	@for b in $(BENCHES); do echo "== $$b"; $$b || exit 1; done
 	@for b in $(PY_BENCHES); do echo "== $$b"; \
+	  LORAMUX_FIXTURES=$(FIXTURES) LORAMUX_BIN=$(abspath build/loramux) $(PYTHON) $$b || exit 1; done
+	@echo "== bench/bench_serve.py $(SERVE_BENCH_ARGS)"; \
 	  LORAMUX_FIXTURES=$(FIXTURES) LORAMUX_BIN=$(abspath build/loramux) \
-	  LORAMUX_SYNTH=$(abspath build/loramux-synth) $(PYTHON) $$b || exit 1; done
+	  $(PYTHON) bench/bench_serve.py $(SERVE_BENCH_ARGS)
 
-e2e-test: build/loramux build/loramux-synth
+bench-full:
+	@$(MAKE) --no-print-directory bench BENCH_FULL=1
+
+.PHONY: bench-deps bench-full
+
+e2e-test: build/loramux
 	LORAMUX_FIXTURES=$(FIXTURES) LORAMUX_BIN=$(abspath build/loramux) \
-	  LORAMUX_SYNTH=$(abspath build/loramux-synth) \
 	  $(PYTHON) -m pytest -q tests/e2e
 
 test: deps

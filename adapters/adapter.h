@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "forward.h"
+#include "kern.h"
 #include "llm_error.h"
 #include "model.h"
 
@@ -53,13 +54,20 @@ typedef enum {
     ADP_K_IN_FULL,
 } adp_kind_t;
 
-/* One adapted (layer, projection). Shapes in HF [out, in] convention. */
+/* One adapted (layer, projection). Shapes in HF [out, in] convention.
+ * Low-rank kinds (LORA, DORA, OUT_LR, IN_LR) end up as two factor matrices in the load's
+ * dtype (fp32 or bf16): fa = A (r, n_in) and fbt = Bᵀ (r, n_out), both row-major so the
+ * shrink and the expand each stream contiguous rows; n_in/n_out are the widths of the vector
+ * read and written (d_in/d_out for LoRA and DoRA, the output width for OUT_LR, the input
+ * width for IN_LR). */
 typedef struct adp_module_s {
     adp_kind_t kind;
     int r;          /* rank (LoRA-like), r̂ (MoRA) or n (full transforms) */
-    int d_in, d_out;/* dimensions of the vectors A reads and B writes */
-    float *a;       /* LoRA-like: (r, d_in) */
-    float *b;       /* LoRA-like: (d_out, r), scale folded in; full: (n, n) */
+    int d_in, d_out;/* the base layer's input and output widths */
+    kern_mat_t fa;  /* low-rank kinds: A (r, n_in); data owned */
+    kern_mat_t fbt; /* low-rank kinds: Bᵀ (r, n_out), scale folded in; data owned */
+    float *a;       /* while loading only: A (r, n_in) fp32; NULL once loaded */
+    float *b;       /* full kinds: P (n, n); while loading a low-rank kind: B (n_out, r) */
     float *g;       /* DoRA: (d_out) */
     float *bias;    /* LoRA lora_bias: (d_out), scale folded in; NULL when absent */
     /* MoRA */
@@ -90,6 +98,8 @@ static inline const adp_module_t *adp_module(const adp_adapter_t *a, int layer, 
 typedef struct adp_load_opts_s {
     const char *base_name; /* the served base's name; NULL = do not compare */
     int force_base;        /* accept an adapter whose base_model_name_or_path differs */
+    kern_wtype_t dtype;    /* storage of low-rank factors: KERN_W_F32 (the zero default) or
+                            * KERN_W_BF16 (half the bytes each step reads; computed in fp32) */
 } adp_load_opts_t;
 
 /* Loads DIR (adapter_config.json + adapter_model.safetensors) against base.

@@ -1,10 +1,19 @@
 /* adp_hook.c: applies each segment's adapter set inside the core's linear layers.
  *
- * Consecutive segments with the same adp_set_t form one group (the scheduler orders a step's
- * sequences by adapter set, so tenants sharing an adapter are contiguous). Per group and
- * adapter: LoRA-like modules run as two BLAS calls over the group's rows (shrink X·Aᵀ, then
- * expand T·Bᵀ accumulated into Y): SGMV when the group has several tokens, two sgemv calls
- * for a single token. Nothing is padded to a maximum rank and no full-width delta is formed.
+ * Consecutive segments with the same adp_set_t form one group (the engine sorts a step's
+ * sequences by adapter set once per step, so tenants sharing an adapter are contiguous).
+ * Every (group, adapter) pair of a low-rank kind is one item, computed in two parallel phases
+ * on the forward's worker pool (linear.h):
+ *   1. shrink, items split across the workers: T = w · X·Aᵀ, (n, r) per item;
+ *   2. expand, output columns split across the workers: Y[:, c0:c1] += T · Bᵀ[:, c0:c1]
+ *      for every item (DoRA's g and lora_bias applied on the same columns).
+ * An item with at least SGMV_MIN tokens (a prompt chunk, or many sequences on one adapter)
+ * runs both products as single-threaded sgemm calls (SGMV); a smaller one, e.g. one decode
+ * token of a tenant of its own, runs the BGMV kernels (kern.h), which read each factor row once
+ * for all of the item's tokens. bf16 factors are widened to fp32 a few rows at a time for
+ * sgemm; the arithmetic is fp32 either way. Nothing is padded to a maximum rank and no
+ * full-width delta is formed. MoRA and the full LoRMA_π transforms run after the phases on
+ * the engine thread (they are rare and their tables small).
  */
 #include <assert.h>
 #include <cblas.h>
@@ -13,39 +22,147 @@
 #include <string.h>
 
 #include "adapter.h"
+#include "linear.h"
+
+/* Tokens of one item from which SGMV (sgemm) beats the BGMV kernels. */
+#define SGMV_MIN 8
+/* Factor rows widened per sgemm call for bf16 SGMV. */
+#define WIDEN_ROWS 16
+#define MAX_THREADS 64
+
+typedef struct {
+    const adp_module_t *md;
+    const float *X;   /* (n, ldx) input rows of the group */
+    int64_t ldx;
+    float *Y;         /* (n, ldy) output rows of the group */
+    float *T;         /* (n, r) shrink result */
+    int n;
+    float w;          /* the set's weight of this adapter */
+    int replace;      /* Y = T·Bᵀ (LoRMA none) instead of += */
+} item_t;
 
 struct adp_hook_s {
     const core_model_t *m;
     int max_tokens;
-    size_t cap;       /* floats in each scratch buffer */
-    float *t1, *t2;   /* (max_tokens, 2 · widest layer) */
+    size_t cap;       /* floats in each serial scratch buffer */
+    float *t1, *t2;   /* (max_tokens, 2 · widest layer): MoRA and full transforms */
+    size_t widest;
+    /* the low-rank items of the current call */
+    item_t *items;    /* (max_tokens · ADP_SET_MAX) */
+    int n_items;
+    float *tb;        /* (cap) the items' T matrices */
+    size_t tb_used;   /* floats of tb taken by the queued items */
+    int64_t ldy;      /* row stride of Y in the current call */
+    const kern_ops_t *ops;
+    float *wide[MAX_THREADS]; /* per worker: WIDEN_ROWS × widest, allocated on first use */
 };
 
-/* ---- kernels on a group of n rows ---- */
+/* ---- the two phases ---- */
 
-/* Y[n, out] += w · (X[n, in] · Aᵀ) · Bᵀ (+ w · bias per row). */
-static void lora_add(const adp_module_t *md, const float *X, float *Y, int n, float w, float *T) {
-    const int r = md->r, in = md->d_in, out = md->d_out;
-    if (n == 1) {
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, r, in, 1.0f, md->a, in, X, 1, 0.0f, T, 1);
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, out, r, w, md->b, r, T, 1, 1.0f, Y, 1);
-    } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r, in, 1.0f, X, in, md->a, in,
-                    0.0f, T, r);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, r, w, T, r, md->b, r, 1.0f,
-                    Y, out);
+static int is_sgmv(const item_t *it) { return it->n >= SGMV_MIN; }
+
+/* Phase 1, items [i0, i1): T = w · X·Aᵀ. */
+static void shrink_range(void *arg, int64_t i0, int64_t i1, int tid) {
+    adp_hook_t *h = arg;
+    for (int64_t i = i0; i < i1; i++) {
+        const item_t *it = &h->items[i];
+        const kern_mat_t *A = &it->md->fa;
+        const int r = (int)A->rows, k = (int)A->cols;
+        if (!is_sgmv(it)) {
+            h->ops->lr_shrink[A->type](A, it->X, it->ldx, it->n, it->T, r);
+        } else if (A->type == KERN_W_F32) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, it->n, r, k, 1.0f, it->X,
+                        (int)it->ldx, A->data, k, 0.0f, it->T, r);
+        } else {
+            const uint16_t *a = A->data;
+            for (int j0 = 0; j0 < r; j0 += WIDEN_ROWS) {
+                const int nj = r - j0 < WIDEN_ROWS ? r - j0 : WIDEN_ROWS;
+                for (size_t e = 0; e < (size_t)nj * (size_t)k; e++)
+                    h->wide[tid][e] = kern_bf16_to_f32(a[(size_t)j0 * (size_t)k + e]);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, it->n, nj, k, 1.0f, it->X,
+                            (int)it->ldx, h->wide[tid], k, 0.0f, it->T + j0, r);
+            }
+        }
+        if (it->w != 1.0f)
+            for (size_t e = 0; e < (size_t)it->n * (size_t)r; e++) it->T[e] *= it->w;
     }
-    if (md->bias)
-        for (int t = 0; t < n; t++) cblas_saxpy(out, w, md->bias, 1, Y + (size_t)t * out, 1);
 }
 
-/* Y = g ⊙ (Y + X·Aᵀ·Bᵀ): DoRA with g = m/||W0 + sBA|| precomputed at load. */
-static void dora_apply(const adp_module_t *md, const float *X, float *Y, int n, float *T) {
-    lora_add(md, X, Y, n, 1.0f, T);
-    for (int t = 0; t < n; t++) {
-        float *y = Y + (size_t)t * md->d_out;
-        for (int o = 0; o < md->d_out; o++) y[o] *= md->g[o];
+/* Phase 2, output columns [c0, c1) of every item. */
+static void expand_range(void *arg, int64_t c0, int64_t c1, int tid) {
+    adp_hook_t *h = arg;
+    const int nc = (int)(c1 - c0);
+    for (int i = 0; i < h->n_items; i++) {
+        const item_t *it = &h->items[i];
+        const adp_module_t *md = it->md;
+        const kern_mat_t *BT = &md->fbt;
+        const int r = (int)BT->rows, ldb = (int)BT->cols;
+        if (it->replace)
+            for (int t = 0; t < it->n; t++)
+                memset(it->Y + (size_t)t * h->ldy + c0, 0, (size_t)nc * sizeof(float));
+        if (!is_sgmv(it)) {
+            h->ops->lr_expand[BT->type](BT, it->T, r, it->n, it->Y, h->ldy, c0, c1);
+        } else if (BT->type == KERN_W_F32) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, it->n, nc, r, 1.0f, it->T, r,
+                        (const float *)BT->data + c0, ldb, 1.0f, it->Y + c0, (int)h->ldy);
+        } else {
+            const uint16_t *b = BT->data;
+            for (int j0 = 0; j0 < r; j0 += WIDEN_ROWS) {
+                const int nj = r - j0 < WIDEN_ROWS ? r - j0 : WIDEN_ROWS;
+                for (int j = 0; j < nj; j++)
+                    for (int c = 0; c < nc; c++)
+                        h->wide[tid][(size_t)j * nc + c] =
+                            kern_bf16_to_f32(b[(size_t)(j0 + j) * ldb + (size_t)(c0 + c)]);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, it->n, nc, nj, 1.0f,
+                            it->T + j0, r, h->wide[tid], nc, 1.0f, it->Y + c0, (int)h->ldy);
+            }
+        }
+        for (int t = 0; t < it->n; t++) {
+            float *y = it->Y + (size_t)t * h->ldy;
+            if (md->bias)
+                for (int64_t c = c0; c < c1; c++) y[c] += it->w * md->bias[c];
+            if (md->kind == ADP_K_DORA) /* y = g ⊙ (y0 + B·A·x); DoRA is alone in its set */
+                for (int64_t c = c0; c < c1; c++) y[c] *= md->g[c];
+        }
     }
+}
+
+/* Runs the collected items on the pool; width = columns of Y. Without a pool (ex NULL: a
+ * caller driving the hook by hand) both phases run on the calling thread. */
+static void run_items(adp_hook_t *h, core_exec_t *ex, int64_t width) {
+    if (!h->n_items) return;
+    h->ops = ex ? core_exec_ops(ex) : kern_select(NULL, 0);
+    const int nt = ex ? core_exec_threads(ex) : 1;
+    for (int t = 0; t < nt && t < MAX_THREADS; t++)
+        if (!h->wide[t]) { /* once per worker, on the first call that has one */
+            h->wide[t] = malloc(WIDEN_ROWS * h->widest * sizeof(float));
+            if (!h->wide[t]) abort(); /* scratch of a few hundred KB at start-up */
+        }
+    if (ex) {
+        double macs = 0; /* shrink and expand: (in + out) · r per token */
+        for (int i = 0; i < h->n_items; i++)
+            macs += (double)h->items[i].n * h->items[i].md->r *
+                    (double)(h->items[i].md->fa.cols + h->items[i].md->fbt.cols);
+        core_exec_run_sized(ex, shrink_range, h, h->n_items, 1, macs / 2);
+        core_exec_run_sized(ex, expand_range, h, width, 16, macs / 2);
+    } else {
+        shrink_range(h, 0, h->n_items, 0);
+        expand_range(h, 0, width, 0);
+    }
+    h->n_items = 0;
+    h->tb_used = 0;
+}
+
+/* Queues a low-rank item; runs the queue first when its T would not fit. */
+static void add_item(adp_hook_t *h, core_exec_t *ex, int64_t width, const adp_module_t *md,
+                     const float *X, int64_t ldx, float *Y, int n, float w, int replace) {
+    const size_t need = (size_t)n * (size_t)md->r; /* ≤ max_tokens · widest ≤ cap */
+    if (h->tb_used + need > h->cap || h->n_items == h->max_tokens * ADP_SET_MAX)
+        run_items(h, ex, width);
+    h->items[h->n_items++] = (item_t){.md = md, .X = X, .ldx = ldx, .Y = Y,
+                                      .T = h->tb + h->tb_used, .n = n, .w = w,
+                                      .replace = replace};
+    h->tb_used += need;
 }
 
 /* MoRA grouping of n features into rh contiguous groups, the first n mod rh one larger. */
@@ -112,15 +229,6 @@ static void mora_add(const adp_module_t *md, const float *X, float *Y, int n, fl
     }
 }
 
-/* V[n, d] = (V · Aᵀ) · Bᵀ in place (LoRMA none): T is scratch (n, r). */
-static void lowrank_replace(const adp_module_t *md, float *V, const float *Vin, int n, int d,
-                            float *T) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, md->r, d, 1.0f, Vin, d, md->a, d,
-                0.0f, T, md->r);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, d, md->r, 1.0f, T, md->r, md->b,
-                md->r, 0.0f, V, d);
-}
-
 /* V[n, d] = Vin · Pᵀ (LoRMA shift, P materialised). */
 static void full_replace(const adp_module_t *md, float *V, const float *Vin, int n, int d) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, d, d, 1.0f, Vin, d, md->b, d, 0.0f,
@@ -144,6 +252,7 @@ static int hook_pre(void *ctx, const core_lin_call_t *c, const float *x, float *
     adp_hook_t *h = ctx;
     assert(c->n_rows <= h->max_tokens); /* scratch was sized for the forward's step limit */
     int copied = 0;
+    h->ldy = c->d_in;
     for (int i = 0, j; i < c->n_segs; i = j) {
         j = group_end(c, i);
         const adp_set_t *set = c->segs[i].adapter;
@@ -156,15 +265,19 @@ static int hook_pre(void *ctx, const core_lin_call_t *c, const float *x, float *
         }
         const size_t off = (size_t)c->row0[i] * c->d_in;
         const int n = group_rows(c, i, j);
-        if (md->kind == ADP_K_IN_LR) lowrank_replace(md, x_out + off, x + off, n, c->d_in, h->t1);
+        if (md->kind == ADP_K_IN_LR)
+            add_item(h, c->exec, c->d_in, md, x + off, c->d_in, x_out + off, n, 1.0f, 1);
         else full_replace(md, x_out + off, x + off, n, c->d_in);
     }
+    run_items(h, c->exec, c->d_in);
     return copied;
 }
 
 static void hook_post(void *ctx, const core_lin_call_t *c, const float *x, float *y) {
     adp_hook_t *h = ctx;
     assert(c->n_rows <= h->max_tokens);
+    h->ldy = c->d_out;
+    int serial = 0; /* groups with a MoRA or full transform, done after the parallel phases */
     for (int i = 0, j; i < c->n_segs; i = j) {
         j = group_end(c, i);
         const adp_set_t *set = c->segs[i].adapter;
@@ -175,15 +288,33 @@ static void hook_post(void *ctx, const core_lin_call_t *c, const float *x, float
         for (int k = 0; k < set->n; k++) {
             const adp_module_t *md = adp_module(set->a[k], c->layer, c->proj);
             switch (md->kind) {
-            case ADP_K_LORA: lora_add(md, X, Y, n, set->w[k], h->t1); break;
-            case ADP_K_DORA: dora_apply(md, X, Y, n, h->t1); break;
-            case ADP_K_MORA: mora_add(md, X, Y, n, set->w[k], h->t1, h->t2); break;
-            case ADP_K_OUT_LR: lowrank_replace(md, Y, Y, n, c->d_out, h->t1); break;
-            case ADP_K_OUT_FULL:
+            case ADP_K_LORA:
+            case ADP_K_DORA:
+                add_item(h, c->exec, c->d_out, md, X, c->d_in, Y, n, set->w[k], 0);
+                break;
+            /* y = B·(A·y): the shrink reads the base output, the expand replaces it */
+            case ADP_K_OUT_LR: add_item(h, c->exec, c->d_out, md, Y, c->d_out, Y, n, 1.0f, 1); break;
+            case ADP_K_MORA:
+            case ADP_K_OUT_FULL: serial = 1; break;
+            default: break; /* NONE, or an input transform done in hook_pre */
+            }
+        }
+    }
+    run_items(h, c->exec, c->d_out);
+    for (int i = 0, j; serial && i < c->n_segs; i = j) {
+        j = group_end(c, i);
+        const adp_set_t *set = c->segs[i].adapter;
+        if (!set) continue;
+        const int n = group_rows(c, i, j);
+        const float *X = x + (size_t)c->row0[i] * c->d_in;
+        float *Y = y + (size_t)c->row0[i] * c->d_out;
+        for (int k = 0; k < set->n; k++) {
+            const adp_module_t *md = adp_module(set->a[k], c->layer, c->proj);
+            if (md->kind == ADP_K_MORA) {
+                mora_add(md, X, Y, n, set->w[k], h->t1, h->t2);
+            } else if (md->kind == ADP_K_OUT_FULL) {
                 memcpy(h->t1, Y, (size_t)n * c->d_out * sizeof(float));
                 full_replace(md, Y, h->t1, n, c->d_out);
-                break;
-            default: break; /* NONE, or an input transform done in hook_pre */
             }
         }
     }
@@ -201,9 +332,12 @@ int adp_hook_create(const core_model_t *m, int max_tokens, adp_hook_t **out) {
     h->m = m;
     h->max_tokens = max_tokens;
     h->cap = (size_t)max_tokens * 2 * w;
+    h->widest = w;
     h->t1 = malloc(h->cap * sizeof(float));
     h->t2 = malloc(h->cap * sizeof(float));
-    if (!h->t1 || !h->t2) {
+    h->tb = malloc(h->cap * sizeof(float));
+    h->items = malloc((size_t)max_tokens * ADP_SET_MAX * sizeof *h->items);
+    if (!h->t1 || !h->t2 || !h->tb || !h->items) {
         adp_hook_free(h);
         return LLM_ENOMEM;
     }
@@ -215,6 +349,9 @@ void adp_hook_free(adp_hook_t *h) {
     if (!h) return;
     free(h->t1);
     free(h->t2);
+    free(h->tb);
+    free(h->items);
+    for (int t = 0; t < MAX_THREADS; t++) free(h->wide[t]);
     free(h);
 }
 

@@ -446,6 +446,8 @@ const char *adp_method_name(adp_method_t mth) {
 void adp_adapter_ref(adp_adapter_t *a) { a->refs++; }
 
 static void free_module(adp_module_t *mod) {
+    free((void *)mod->fa.data);
+    free((void *)mod->fbt.data);
     free(mod->a);
     free(mod->b);
     free(mod->g);
@@ -481,6 +483,42 @@ static char *read_all(const char *path) {
     fclose(f);
     if (b) b[n] = '\0';
     return b;
+}
+
+/* Turns a low-rank module's fp32 loading form (A (r, n_in), B (n_out, r)) into its compute
+ * form: fa = A and fbt = Bᵀ in dtype, 64-byte aligned (kern.h). Transposing B makes the
+ * expand stream r contiguous rows instead of n_out strided ones. Returns the new resident
+ * bytes of the factors, or 0 on allocation failure (*rc set). */
+static size_t finish_lowrank(adp_module_t *mod, kern_wtype_t dtype, int *rc) {
+    const int r = mod->r;
+    const int64_t n_in = mod->kind == ADP_K_OUT_LR ? mod->d_out : mod->d_in;
+    const int64_t n_out = mod->kind == ADP_K_IN_LR ? mod->d_in : mod->d_out;
+    const size_t es = kern_wtype_size(dtype);
+    const size_t na = (size_t)r * (size_t)n_in, nb = (size_t)r * (size_t)n_out;
+    void *A = aligned_alloc(64, (na * es + 63) / 64 * 64);
+    void *BT = aligned_alloc(64, (nb * es + 63) / 64 * 64);
+    float *bt = malloc(nb * sizeof(float));
+    if (!A || !BT || !bt) {
+        free(A), free(BT), free(bt);
+        *rc = LLM_ENOMEM;
+        return 0;
+    }
+    for (int k = 0; k < r; k++)
+        for (int64_t o = 0; o < n_out; o++) bt[(size_t)k * n_out + o] = mod->b[o * r + k];
+    if (dtype == KERN_W_BF16) {
+        kern_f32_to_bf16_n(mod->a, A, na);
+        kern_f32_to_bf16_n(bt, BT, nb);
+    } else {
+        memcpy(A, mod->a, na * sizeof(float));
+        memcpy(BT, bt, nb * sizeof(float));
+    }
+    free(bt);
+    free(mod->a);
+    free(mod->b);
+    mod->a = mod->b = NULL;
+    mod->fa = (kern_mat_t){.type = dtype, .rows = r, .cols = n_in, .data = A};
+    mod->fbt = (kern_mat_t){.type = dtype, .rows = r, .cols = n_out, .data = BT};
+    return (na + nb) * es;
 }
 
 int adp_load_files(const core_model_t *m, const char *config_path, const char *st_path,
@@ -610,6 +648,23 @@ int adp_load_files(const core_model_t *m, const char *config_path, const char *s
                          "adapter \"%s\": target_modules select no module of the base model",
                          name);
         goto fail;
+    }
+    /* compute form of the low-rank factors, in the requested dtype */
+    const kern_wtype_t dtype = opts && opts->dtype == KERN_W_BF16 ? KERN_W_BF16 : KERN_W_F32;
+    for (int i = 0; i < a->n_layers * CORE_PROJ_COUNT; i++) {
+        adp_module_t *mod = &a->mods[i];
+        if (mod->kind != ADP_K_LORA && mod->kind != ADP_K_DORA && mod->kind != ADP_K_OUT_LR &&
+            mod->kind != ADP_K_IN_LR)
+            continue;
+        const int64_t n_in = mod->kind == ADP_K_OUT_LR ? mod->d_out : mod->d_in;
+        const int64_t n_out = mod->kind == ADP_K_IN_LR ? mod->d_in : mod->d_out;
+        x.bytes -= (size_t)(n_in + n_out) * (size_t)mod->r * sizeof(float);
+        size_t nb = finish_lowrank(mod, dtype, &rc);
+        if (!nb) {
+            rc = llm_err_set(err, rc, "adapter \"%s\": out of memory", name);
+            goto fail;
+        }
+        x.bytes += nb;
     }
     a->additive = !(c.method == ADP_METHOD_DORA ||
                     (c.method == ADP_METHOD_LORMA && c.inflation != ADP_INFL_RRI));

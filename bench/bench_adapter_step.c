@@ -4,7 +4,8 @@
  * vocab 49152) and 32 distinct rank-16 LoRA adapters on all 7 projections. 32 sequences with a
  * 32-token prompt each; then decode steps of 32 tokens, alternating base-only steps and steps
  * where every sequence has its own adapter, so both are measured in the same conditions.
- * Prints medians and the ratio. Not a test: run by `make bench`.
+ * Prints medians and the ratio, for fp32 weights and factors (the reference) and for bf16
+ * weights and factors (the server's default), in one run. Not a test: run by `make bench`.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,8 +33,15 @@ static int cmp_d(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+static int run(const char *dir, kern_wtype_t wt, kern_wtype_t at);
+
 int main(int argc, char **argv) {
     const char *dir = argc > 1 ? argv[1] : "/tmp/loramux-bench-smollm";
+    if (run(dir, KERN_W_F32, KERN_W_F32) || run(dir, KERN_W_BF16, KERN_W_BF16)) return 1;
+    return 0;
+}
+
+static int run(const char *dir, kern_wtype_t wt, kern_wtype_t at) {
     char path[4096];
     synth_model_opts_t mo = synth_model_defaults();
     mo.hidden = 576;
@@ -54,7 +62,7 @@ int main(int argc, char **argv) {
     }
     llm_error_t err = {0};
     core_model_t *m;
-    if (core_model_load(dir, &m, &err)) {
+    if (core_model_load_as(dir, wt, &m, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
@@ -75,7 +83,8 @@ int main(int argc, char **argv) {
             o.dtype = CORE_DT_BF16;
             if (sa_write(path, &shape, &o, NULL)) return 1;
         }
-        if (adp_load_dir(m, path, path, NULL, &ad[i], &err)) {
+        const adp_load_opts_t lo = {.dtype = at};
+        if (adp_load_dir(m, path, path, &lo, &ad[i], &err)) {
             fprintf(stderr, "%s\n", err.msg);
             return 1;
         }
@@ -86,7 +95,7 @@ int main(int argc, char **argv) {
     adp_hook_t *hook;
     core_lin_hook_t lh;
     const int max_tok = NSEQ * PROMPT;
-    if (core_kv_pool_create(&m->cfg, NSEQ * 8, &pool) || core_fwd_create(m, max_tok, &fwd) ||
+    if (core_kv_pool_create(&m->cfg, NSEQ * 8, &pool) || core_fwd_create(m, max_tok, 0, &fwd) ||
         adp_hook_create(m, max_tok, &hook))
         return 1;
     adp_hook_bind(hook, &lh);
@@ -127,14 +136,14 @@ int main(int argc, char **argv) {
     double mb = base[STEPS / 2], ma = adp[STEPS / 2];
     size_t bytes = 0;
     for (int i = 0; i < NSEQ; i++) bytes += ad[i]->bytes;
-    printf("decode step, %d sequences, SmolLM-135M shape (fp32 weights), %d steps each:\n", NSEQ,
-           STEPS);
+    printf("decode step, %d sequences, SmolLM-135M shape (%s weights, %s adapters), %d steps "
+           "each:\n", NSEQ, kern_wtype_name(wt), kern_wtype_name(at), STEPS);
     printf("  base only:                          median %.2f ms  (%.0f tok/s)\n", mb,
            NSEQ / mb * 1e3);
     printf("  32 distinct r=16 LoRA, 7 projections: median %.2f ms  (%.0f tok/s)\n", ma,
            NSEQ / ma * 1e3);
-    printf("  adapter path cost: +%.1f %% (adapters resident: %.1f MB fp32)\n",
-           (ma / mb - 1) * 100, bytes / 1e6);
+    printf("  adapter path cost: +%.1f %% (adapters resident: %.1f MB)\n", (ma / mb - 1) * 100,
+           bytes / 1e6);
     for (int i = 0; i < NSEQ; i++) {
         core_seq_deinit(&seqs[i]);
         adp_adapter_unref(ad[i]);

@@ -16,7 +16,11 @@
  * OpenBLAS reads OPENBLAS_CORETYPE when it loads; on an AVX-512 CPU without it, Debian's
  * 0.3.21 picks its Haswell kernels. Like the server, the bench re-executes itself once with
  * OPENBLAS_CORETYPE=SkylakeX in that case, so the comparison is against OpenBLAS at its best.
- * Usage: bench_kernels [--quick]   (--quick: fewer repetitions, for a smoke run)
+ * Then the low-rank adapter kernels (lr_shrink + lr_expand, BGMV): 32 distinct adapters of
+ * rank 16 per step on a 576- or 2048-wide projection, one or 8 tokens per adapter, f32 and
+ * bf16 factors from a pool far larger than the L3, every backend; µs per step and factor GB/s.
+ * Usage: bench_kernels [--quick] [--lora]   (--quick: fewer repetitions, for a smoke run;
+ *                                            --lora: only the low-rank adapter section)
  */
 #include <cblas.h>
 #include <immintrin.h>
@@ -70,6 +74,7 @@ typedef struct {
     void *work;
     kern_pool_t *pool2;
     int quick;
+    int lora_only; /* --lora: only the low-rank adapter section */
 } bench_t;
 
 static double now_s(void) {
@@ -305,68 +310,37 @@ static void maybe_reexec(char **argv) {
     unsetenv("OPENBLAS_CORETYPE"); /* exec failed: go on with the default core */
 }
 
-int main(int argc, char **argv) {
-    maybe_reexec(argv);
-    bench_t b = {0};
-    b.quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
-    char desc[256];
-    kern_select(desc, sizeof desc);
-    printf("# bench_kernels: y[n, rows] = x[n, cols] · Wᵀ, cold weights (arena of 1 GiB fp32 / "
-           "512 MiB bf16 / 256 MiB int8)\n");
-    printf("# %s; OpenBLAS core %s (OPENBLAS_CORETYPE=%s)\n", desc, openblas_get_corename(),
-           getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "unset");
+/* ---- linears: every shape × n × implementation × threads ---- */
 
-    b.a32 = aligned_alloc(64, F32_ARENA);
-    b.a16 = aligned_alloc(64, F32_ARENA / 2);
-    b.a8 = aligned_alloc(64, F32_ARENA / 4);
-    b.scales = malloc(F32_ARENA / 4 / 192 * sizeof(float));
-    b.x = aligned_alloc(64, (size_t)MAX_N * MAX_COLS * 4);
-    b.y = aligned_alloc(64, (size_t)MAX_N * MAX_COLS * 4);
-    b.work = malloc(kern_work_size(KERN_W_F32, MAX_N, MAX_COLS)); /* same for every type */
-    if (!b.a32 || !b.a16 || !b.a8 || !b.scales || !b.x || !b.y || !b.work ||
-        kern_pool_create(2, &b.pool2)) {
-        fprintf(stderr, "out of memory\n");
-        return 1;
-    }
-    fill(&b);
-    for (size_t i = 0; i < (size_t)MAX_N * MAX_COLS; i++)
-        b.x[i] = (float)((i * 7919) % 201) / 100 - 1;
-
+static void bench_linears(bench_t *b) {
     double la[3] = {0};
-    if (getloadavg(la, 3) > 0)
-        printf("# load average at start %.2f (this bench needs the 2 cores to itself; other "
-               "runnable processes inflate the times, the 2-thread and long ones most)\n", la[0]);
-    double bw1a = bandwidth(&b, NULL, 5), bw2a = bandwidth(&b, b.pool2, 5);
-    printf("# DRAM read bandwidth (1 GiB sum, 4 streams per thread, median of 5) at start: "
-           "1 thread %.1f GB/s, 2 threads %.1f GB/s\n", bw1a, bw2a);
-
     static cell_t cell[NSHAPES][NNS][2][NIMPL];
     /* Throw-away pass: the first group measured used to come out ~2× slow (page tables and
      * code cold, the worker thread not yet running, frequency ramp). */
-    measure_group(&b, 0, I_REF_F32, 1, SHAPES[0].rows, SHAPES[0].cols, 1, cell[0][0][0]);
-    measure_group(&b, I_F32, I_REF_F32, 2, SHAPES[0].rows, SHAPES[0].cols, 8, cell[0][0][1]);
+    measure_group(b, 0, I_REF_F32, 1, SHAPES[0].rows, SHAPES[0].cols, 1, cell[0][0][0]);
+    measure_group(b, I_F32, I_REF_F32, 2, SHAPES[0].rows, SHAPES[0].cols, 8, cell[0][0][1]);
     double bws[NSHAPES][2]; /* bandwidth measured just before each shape's runs */
     for (int si = 0; si < NSHAPES; si++) {
         const int64_t rows = SHAPES[si].rows, cols = SHAPES[si].cols;
-        bws[si][0] = bandwidth(&b, NULL, 3);
-        bws[si][1] = bandwidth(&b, b.pool2, 3);
+        bws[si][0] = bandwidth(b, NULL, 3);
+        bws[si][1] = bandwidth(b, b->pool2, 3);
         for (int ni = 0; ni < NNS; ni++) {
             /* 1 thread: everything round-robin (OpenBLAS set to 1 thread). */
             openblas_set_num_threads(1);
-            measure_group(&b, 0, NIMPL, 1, rows, cols, NS[ni], cell[si][ni][0]);
+            measure_group(b, 0, NIMPL, 1, rows, cols, NS[ni], cell[si][ni][0]);
             /* 2 threads: OpenBLAS's idle workers busy-wait for ~0.1 s after a call, and ours
              * for ~0.1 ms, each stealing the other's second core; so OpenBLAS runs as its own
              * group, then a pause, then ours. */
             openblas_set_num_threads(2);
-            measure_group(&b, I_OB_GEMM, I_OB_GEMV + 1, 2, rows, cols, NS[ni],
+            measure_group(b, I_OB_GEMM, I_OB_GEMV + 1, 2, rows, cols, NS[ni],
                           cell[si][ni][1]);
             openblas_set_num_threads(1);
             sleep_ms(250);
-            measure_group(&b, I_F32, NIMPL, 2, rows, cols, NS[ni], cell[si][ni][1]);
+            measure_group(b, I_F32, NIMPL, 2, rows, cols, NS[ni], cell[si][ni][1]);
         }
         fprintf(stderr, "  %s done\n", SHAPES[si].name);
     }
-    double bw1b = bandwidth(&b, NULL, 5), bw2b = bandwidth(&b, b.pool2, 5);
+    double bw1b = bandwidth(b, NULL, 5), bw2b = bandwidth(b, b->pool2, 5);
     printf("# DRAM read bandwidth at end: 1 thread %.1f GB/s, 2 threads %.1f GB/s\n", bw1b, bw2b);
     if (getloadavg(la, 3) > 0) printf("# load average at end %.2f\n", la[0]);
 
@@ -426,6 +400,181 @@ int main(int argc, char **argv) {
             }
             printf("\n");
         }
+}
+
+/* ---- low-rank adapters (BGMV) ---- */
+
+/* One step of a multi-adapter batch on one projection: LR_NA distinct adapters of rank LR_R,
+ * each shared by tpa consecutive tokens; per adapter one shrink (v = x·Aᵀ) and one expand
+ * (y += v·Bt) over all columns. Every step takes the next LR_NA adapters of a pool laid end to
+ * end in the 1 GiB (f32) or 512 MiB (bf16) arena, so the factors come from DRAM, as when each
+ * token of a decode step has its own adapter. */
+enum { LR_R = 16, LR_NA = 32, LR_MAX_TPA = 8, LR_MAX_D = 2048 };
+
+typedef struct {
+    const bench_t *b;
+    const kern_ops_t *ops;
+    kern_wtype_t ty;
+    int64_t d;
+    int tpa;        /* tokens per adapter */
+    size_t first;   /* the step's first adapter in the pool */
+    float *x, *v, *y; /* (LR_NA · tpa, d), (LR_NA · tpa, LR_R), (LR_NA · tpa, d) */
+} lr_step_t;
+
+static size_t lr_adapter_bytes(kern_wtype_t ty, int64_t d) {
+    return (size_t)LR_R * 2 * (size_t)d * kern_wtype_size(ty);
+}
+
+static void lr_range(void *arg, int64_t i0, int64_t i1, int tid) {
+    (void)tid;
+    const lr_step_t *s = arg;
+    const size_t fe = (size_t)LR_R * (size_t)s->d; /* elements of one factor */
+    const char *arena = s->ty == KERN_W_F32 ? (const char *)s->b->a32 : (const char *)s->b->a16;
+    for (int64_t i = i0; i < i1; i++) {
+        const char *f = arena + (s->first + (size_t)i) * lr_adapter_bytes(s->ty, s->d);
+        const kern_mat_t a = {.type = s->ty, .rows = LR_R, .cols = s->d, .data = f};
+        const kern_mat_t bt = {.type = s->ty, .rows = LR_R, .cols = s->d,
+                               .data = f + fe * kern_wtype_size(s->ty)};
+        const size_t t0 = (size_t)i * (size_t)s->tpa;
+        float *v = s->v + t0 * LR_R, *y = s->y + t0 * (size_t)s->d;
+        s->ops->lr_shrink[s->ty](&a, s->x + t0 * (size_t)s->d, s->d, s->tpa, v, LR_R);
+        s->ops->lr_expand[s->ty](&bt, v, LR_R, s->tpa, y, s->d, 0, s->d);
+    }
+}
+
+/* Median seconds per step of every (backend, dtype), round-robin as in measure_group, each
+ * step on the next LR_NA adapters of its dtype's pool; 2 threads split the adapters. */
+static void lr_measure(const bench_t *b, int64_t d, int tpa, int threads, float *x, float *v,
+                       float *y, double out[KERN_BK_COUNT][2]) {
+    enum { ROUNDS = 41 };
+    static size_t next[2];
+    static double t[KERN_BK_COUNT][2][ROUNDS];
+    int got[KERN_BK_COUNT][2] = {{0}};
+    const size_t count[2] = {F32_ARENA / lr_adapter_bytes(KERN_W_F32, d) - LR_NA,
+                             F32_ARENA / 2 / lr_adapter_bytes(KERN_W_BF16, d) - LR_NA};
+    const int rounds = b->quick ? 5 : ROUNDS;
+    for (int round = -2; round < rounds; round++) /* two warm-up rounds */
+        for (int bk = 0; bk < KERN_BK_COUNT; bk++)
+            for (int ty = 0; ty < 2; ty++) {
+                const kern_ops_t *ops = kern_get((kern_backend_t)bk);
+                if (!ops || (bk == KERN_BK_REF && round >= 3)) continue; /* ref: slow */
+                lr_step_t s = {.b = b, .ops = ops, .ty = (kern_wtype_t)ty, .d = d, .tpa = tpa,
+                               .x = x, .v = v, .y = y};
+                s.first = next[ty] % count[ty]; /* count differs between the shapes */
+                next[ty] = s.first + LR_NA;
+                double t0 = now_s();
+                if (threads == 2)
+                    kern_pool_run(b->pool2, lr_range, &s, LR_NA, 1);
+                else
+                    lr_range(&s, 0, LR_NA, 0);
+                if (round >= 0) t[bk][ty][got[bk][ty]++] = now_s() - t0;
+            }
+    for (int bk = 0; bk < KERN_BK_COUNT; bk++)
+        for (int ty = 0; ty < 2; ty++)
+            out[bk][ty] = got[bk][ty] ? median(t[bk][ty], got[bk][ty]) : 0;
+}
+
+static void bench_lora(bench_t *b) {
+    static const int64_t DS[2] = {576, 2048};
+    static const int TPAS[2] = {1, LR_MAX_TPA};
+    const size_t nt = (size_t)LR_NA * LR_MAX_TPA;
+    float *x = aligned_alloc(64, nt * LR_MAX_D * 4), *y = aligned_alloc(64, nt * LR_MAX_D * 4);
+    float *v = aligned_alloc(64, nt * LR_R * 4);
+    if (!x || !y || !v) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    for (size_t i = 0; i < nt * LR_MAX_D; i++) {
+        x[i] = (float)((i * 7919) % 201) / 100 - 1;
+        y[i] = 0;
+    }
+    double bw1 = bandwidth(b, NULL, 5), bw2 = bandwidth(b, b->pool2, 5);
+    static double sec[2][2][2][KERN_BK_COUNT][2]; /* [d][tpa][threads][backend][dtype] */
+    /* throw-away pass, as for the linears: the first group measured comes out slow */
+    lr_measure(b, DS[0], 1, 1, x, v, y, sec[0][0][0]);
+    lr_measure(b, DS[0], 1, 2, x, v, y, sec[0][0][1]);
+    for (int di = 0; di < 2; di++)
+        for (int ti = 0; ti < 2; ti++)
+            for (int th = 0; th < 2; th++)
+                lr_measure(b, DS[di], TPAS[ti], th + 1, x, v, y, sec[di][ti][th]);
+
+    printf("\n# Low-rank adapters (BGMV): one step = %d distinct adapters, r = %d, d_in = d_out "
+           "= d, each adapter shared by tok consecutive tokens; per adapter lr_shrink + "
+           "lr_expand (all columns); cold factors (pool: 1 GiB f32 / 512 MiB bf16); 2 threads "
+           "split the adapters\n", LR_NA, LR_R);
+    double la[3] = {0};
+    printf("# DRAM read bandwidth just before (1 GiB sum): 1 thread %.1f GB/s, 2 threads %.1f "
+           "GB/s; load average after %.2f\n", bw1, bw2, getloadavg(la, 3) > 0 ? la[0] : -1.0);
+    for (int what = 0; what < 2; what++) {
+        printf("\n## %s\n", what == 0 ? "BGMV µs per step (median)"
+                                      : "BGMV factor GB/s (32 adapters' A + Bt bytes ÷ time)");
+        printf("%5s %3s %2s %-5s", "d", "tok", "th", "dtype");
+        for (int bk = 0; bk < KERN_BK_COUNT; bk++)
+            if (kern_get((kern_backend_t)bk)) printf(" %12s", kern_get((kern_backend_t)bk)->name);
+        printf("\n");
+        for (int di = 0; di < 2; di++)
+            for (int ti = 0; ti < 2; ti++)
+                for (int ty = 0; ty < 2; ty++)
+                    for (int th = 0; th < 2; th++) {
+                        printf("%5lld %3d %2d %-5s", (long long)DS[di], TPAS[ti], th + 1,
+                               kern_wtype_name((kern_wtype_t)ty));
+                        const double bytes = (double)LR_NA *
+                                             (double)lr_adapter_bytes((kern_wtype_t)ty, DS[di]);
+                        for (int bk = 0; bk < KERN_BK_COUNT; bk++) {
+                            const double s = sec[di][ti][th][bk][ty];
+                            if (!kern_get((kern_backend_t)bk)) continue;
+                            printf(what == 0 ? " %12.1f" : " %12.2f",
+                                   what == 0 ? s * 1e6 : bytes / s * 1e-9);
+                        }
+                        printf("\n");
+                    }
+    }
+    free(x);
+    free(y);
+    free(v);
+}
+
+int main(int argc, char **argv) {
+    maybe_reexec(argv);
+    bench_t b = {0};
+    for (int i = 1; i < argc; i++) {
+        b.quick |= strcmp(argv[i], "--quick") == 0;
+        b.lora_only |= strcmp(argv[i], "--lora") == 0;
+    }
+    char desc[256];
+    kern_select(desc, sizeof desc);
+    printf("# bench_kernels: y[n, rows] = x[n, cols] · Wᵀ, cold weights (arena of 1 GiB fp32 / "
+           "512 MiB bf16 / 256 MiB int8)\n");
+    printf("# %s; OpenBLAS core %s (OPENBLAS_CORETYPE=%s)\n", desc, openblas_get_corename(),
+           getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "unset");
+
+    b.a32 = aligned_alloc(64, F32_ARENA);
+    b.a16 = aligned_alloc(64, F32_ARENA / 2);
+    b.a8 = aligned_alloc(64, F32_ARENA / 4);
+    b.scales = malloc(F32_ARENA / 4 / 192 * sizeof(float));
+    b.x = aligned_alloc(64, (size_t)MAX_N * MAX_COLS * 4);
+    b.y = aligned_alloc(64, (size_t)MAX_N * MAX_COLS * 4);
+    b.work = malloc(kern_work_size(KERN_W_F32, MAX_N, MAX_COLS)); /* same for every type */
+    if (!b.a32 || !b.a16 || !b.a8 || !b.scales || !b.x || !b.y || !b.work ||
+        kern_pool_create(2, &b.pool2)) {
+        fprintf(stderr, "out of memory\n");
+        return 1;
+    }
+    fill(&b);
+    for (size_t i = 0; i < (size_t)MAX_N * MAX_COLS; i++)
+        b.x[i] = (float)((i * 7919) % 201) / 100 - 1;
+
+    double la[3] = {0};
+    if (getloadavg(la, 3) > 0)
+        printf("# load average at start %.2f (this bench needs the 2 cores to itself; other "
+               "runnable processes inflate the times, the 2-thread and long ones most)\n", la[0]);
+    double bw1a = bandwidth(&b, NULL, 5), bw2a = bandwidth(&b, b.pool2, 5);
+    printf("# DRAM read bandwidth (1 GiB sum, 4 streams per thread, median of 5) at start: "
+           "1 thread %.1f GB/s, 2 threads %.1f GB/s\n", bw1a, bw2a);
+
+    if (!b.lora_only) bench_linears(&b);
+    bench_lora(&b);
+
     kern_pool_free(b.pool2);
     free(b.a32);
     free(b.a16);

@@ -16,9 +16,9 @@ with SmolLM's tokenizer), with an adapter memory budget that holds ~500 of them:
    latency, adapter loads and evictions, and the sampled adapters' outputs compared with
    those measured after upload (also on the imported registry).
 
-Uses the test helpers (tests/e2e/conftest.py). Environment: LORAMUX_BIN, LORAMUX_SYNTH,
-LORAMUX_FIXTURES (as `make e2e-test`). A few minutes on 2 cores; --adapters and --requests
-scale it down.
+Uses the test helpers (tests/e2e/conftest.py); the synthetic base and adapters come from
+`$LORAMUX_BIN synth-model` / `synth-adapter`. Environment: LORAMUX_BIN, LORAMUX_FIXTURES (as
+`make e2e-test`). A few minutes on 2 cores; --adapters and --requests scale it down.
 """
 import argparse
 import array
@@ -179,15 +179,13 @@ def main():
     a = ap.parse_args()
 
     binary = os.environ.get("LORAMUX_BIN", str(ROOT / "build" / "loramux"))
-    synth = os.environ.get("LORAMUX_SYNTH", str(ROOT / "build" / "loramux-synth"))
     fixtures = pathlib.Path(os.environ.get("LORAMUX_FIXTURES", ROOT.parent / "shared" / "fixtures"))
-    for p in (binary, synth):
-        if not os.access(p, os.X_OK):
-            sys.exit(f"{p} is not built (make build/loramux build/loramux-synth)")
+    if not os.access(binary, os.X_OK):
+        sys.exit(f"{binary} is not built (make build/loramux)")
     work = pathlib.Path(a.workdir or tempfile.mkdtemp(prefix="bench-registry-"))
     work.mkdir(parents=True, exist_ok=True)
     (work / "models").mkdir(exist_ok=True)
-    models = C.Models(fixtures, synth, work / "models")
+    models = C.Models(fixtures, binary, work / "models")
     factory = C.ServerFactory(binary, work)
     rows = []  # (what, value)
     rnd = random.Random(12345)

@@ -11,8 +11,9 @@
    adapter is resident (the same adapter again).
 
 Uses the test helpers (tests/e2e/conftest.py) for the server, the synthetic model and the
-multipart upload. Environment: LORAMUX_BIN, LORAMUX_SYNTH, LORAMUX_FIXTURES (as `make
-e2e-test`). Takes about a minute on 2 cores.
+multipart upload; the synthetic model and adapters come from `$LORAMUX_BIN synth-model` /
+`synth-adapter`. Environment: LORAMUX_BIN, LORAMUX_FIXTURES (as `make e2e-test`). Takes about a
+minute on 2 cores.
 """
 import argparse
 import os
@@ -66,15 +67,13 @@ def main():
     a = ap.parse_args()
 
     binary = os.environ.get("LORAMUX_BIN", str(ROOT / "build" / "loramux"))
-    synth = os.environ.get("LORAMUX_SYNTH", str(ROOT / "build" / "loramux-synth"))
     fixtures = pathlib.Path(os.environ.get("LORAMUX_FIXTURES", ROOT.parent / "shared" / "fixtures"))
-    for p in (binary, synth):
-        if not os.access(p, os.X_OK):
-            sys.exit(f"{p} is not built (make build/loramux build/loramux-synth)")
+    if not os.access(binary, os.X_OK):
+        sys.exit(f"{binary} is not built (make build/loramux)")
     work = pathlib.Path(a.workdir or tempfile.mkdtemp(prefix="bench-upload-"))
     work.mkdir(parents=True, exist_ok=True)
     (work / "models").mkdir(exist_ok=True)
-    models = C.Models(fixtures, synth, work / "models")
+    models = C.Models(fixtures, binary, work / "models")
     factory = C.ServerFactory(binary, work)
     t = time.monotonic()
     base = models.big

@@ -11,9 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "linear.h"
+
 struct core_fwd_s {
     const core_model_t *m;
     int max_tokens;
+    core_exec_t *ex; /* the worker pool every heavy loop of the step runs on */
     core_lin_hook_t hook;
     int has_hook;
     /* scratch, all (max_tokens, width) row-major */
@@ -27,9 +30,13 @@ struct core_fwd_s {
     float *hb2;    /* up (ffn) */
     float *xmod;   /* hook input transform (max width) */
     float *out;    /* projection output before the residual add (dim) */
-    float *scores; /* (max_pos) attention scores of one query head */
+    float *scores; /* (threads, max_pos) attention scores of one query head per thread */
     int32_t *pos;  /* (max_tokens) position of each row */
     int *row0;     /* (max_tokens) first row of each segment */
+    int *seg;      /* (max_tokens) segment of each row */
+    /* the step being run, for the parallel attention tasks */
+    const core_step_seg_t *step_segs;
+    int step_layer;
 };
 
 /* ---- kernels (plain C; the vectorised ones replace these behind the same names later) ---- */
@@ -65,10 +72,10 @@ static void linear(core_fwd_t *f, int layer, core_proj_t p, const float *x, int 
     if (f->has_hook) {
         call = (core_lin_call_t){.layer = layer, .proj = p, .d_in = (int)w->cols,
                                  .d_out = (int)w->rows, .n_rows = n, .n_segs = n_segs,
-                                 .segs = segs, .row0 = f->row0};
+                                 .segs = segs, .row0 = f->row0, .exec = f->ex};
         if (f->hook.pre && f->hook.pre(f->hook.ctx, &call, x, f->xmod)) in = f->xmod;
     }
-    core_linear(w, in, n, y);
+    core_linear(f->ex, w, in, n, y);
     if (f->has_hook && f->hook.post) f->hook.post(f->hook.ctx, &call, x, y);
     const float *b = f->m->layers[layer].bias[p];
     if (b) {
@@ -81,53 +88,62 @@ static void linear(core_fwd_t *f, int layer, core_proj_t p, const float *x, int 
 
 /* ---- attention ---- */
 
-/* Causal attention of one segment's query rows over its sequence's cache (which already holds
- * this step's keys and values). */
-static void attend(core_fwd_t *f, int layer, const core_step_seg_t *sg, int row0) {
+/* Causal attention of one query row and head over its sequence's cache (which already holds
+ * this step's keys and values). scores: max_pos floats of the calling thread. */
+static void attend_one(const core_fwd_t *f, int layer, const core_step_seg_t *sg, int row,
+                       int h, float *scores) {
     const core_model_config_t *c = &f->m->cfg;
     const core_kv_pool_t *pool = sg->seq->pool;
     const int hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
     const int q_dim = c->n_heads * hd;
     const float scale = 1.0f / sqrtf((float)hd);
     const int32_t *blocks = sg->seq->blocks;
-    for (int t = 0; t < sg->n_tok; t++) {
-        const int row = row0 + t;
-        const int32_t npos = f->pos[row] + 1; /* attends to positions 0..pos */
-        for (int h = 0; h < c->n_heads; h++) {
-            const float *qh = f->q + (size_t)row * q_dim + (size_t)h * hd;
-            const int kvo = (h / group) * hd;
-            float mx = -INFINITY;
-            for (int32_t j = 0; j < npos; j++) {
-                const float *kr = core_kv_row(pool, blocks[j / CORE_KV_BLOCK], layer, 0,
-                                              j % CORE_KV_BLOCK) + kvo;
-                float s = 0.0f;
-                for (int i = 0; i < hd; i++) s += qh[i] * kr[i];
-                s *= scale;
-                f->scores[j] = s;
-                if (s > mx) mx = s;
-            }
-            float sum = 0.0f;
-            for (int32_t j = 0; j < npos; j++) {
-                f->scores[j] = expf(f->scores[j] - mx);
-                sum += f->scores[j];
-            }
-            float *oh = f->att + (size_t)row * q_dim + (size_t)h * hd;
-            memset(oh, 0, (size_t)hd * sizeof(float));
-            const float inv = 1.0f / sum;
-            for (int32_t j = 0; j < npos; j++) {
-                const float *vr = core_kv_row(pool, blocks[j / CORE_KV_BLOCK], layer, 1,
-                                              j % CORE_KV_BLOCK) + kvo;
-                const float a = f->scores[j] * inv;
-                for (int i = 0; i < hd; i++) oh[i] += a * vr[i];
-            }
-        }
+    const int32_t npos = f->pos[row] + 1; /* attends to positions 0..pos */
+    const float *qh = f->q + (size_t)row * q_dim + (size_t)h * hd;
+    const int kvo = (h / group) * hd;
+    float mx = -INFINITY;
+    for (int32_t j = 0; j < npos; j++) {
+        const float *kr =
+            core_kv_row(pool, blocks[j / CORE_KV_BLOCK], layer, 0, j % CORE_KV_BLOCK) + kvo;
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (int i = 0; i < hd; i++) s += qh[i] * kr[i];
+        s *= scale;
+        scores[j] = s;
+        if (s > mx) mx = s;
+    }
+    float sum = 0.0f;
+    for (int32_t j = 0; j < npos; j++) {
+        scores[j] = expf(scores[j] - mx);
+        sum += scores[j];
+    }
+    float *oh = f->att + (size_t)row * q_dim + (size_t)h * hd;
+    memset(oh, 0, (size_t)hd * sizeof(float));
+    const float inv = 1.0f / sum;
+    for (int32_t j = 0; j < npos; j++) {
+        const float *vr =
+            core_kv_row(pool, blocks[j / CORE_KV_BLOCK], layer, 1, j % CORE_KV_BLOCK) + kvo;
+        const float a = scores[j] * inv;
+#pragma omp simd
+        for (int i = 0; i < hd; i++) oh[i] += a * vr[i];
+    }
+}
+
+/* Pool task: items are (row, head) pairs, row-major; each is independent. */
+static void attend_range(void *arg, int64_t i0, int64_t i1, int tid) {
+    const core_fwd_t *f = arg;
+    const int nh = f->m->cfg.n_heads;
+    float *scores = f->scores + (size_t)tid * (size_t)f->m->cfg.max_pos;
+    for (int64_t i = i0; i < i1; i++) {
+        const int row = (int)(i / nh), h = (int)(i % nh);
+        attend_one(f, f->step_layer, &f->step_segs[f->seg[row]], row, h, scores);
     }
 }
 
 /* ---- public API ---- */
 
-int core_fwd_create(const core_model_t *m, int max_tokens, core_fwd_t **out) {
-    if (max_tokens <= 0) return LLM_EINVAL;
+int core_fwd_create(const core_model_t *m, int max_tokens, int n_threads, core_fwd_t **out) {
+    if (max_tokens <= 0 || n_threads < 0) return LLM_EINVAL;
     const core_model_config_t *c = &m->cfg;
     core_fwd_t *f = calloc(1, sizeof *f);
     if (!f) return LLM_ENOMEM;
@@ -139,6 +155,11 @@ int core_fwd_create(const core_model_t *m, int max_tokens, core_fwd_t **out) {
     const size_t ffn = (size_t)c->intermediate_size;
     size_t wmax = dim > ffn ? dim : ffn;
     if (q_dim > wmax) wmax = q_dim;
+    int rc = core_exec_create(n_threads, max_tokens, (int64_t)wmax, &f->ex);
+    if (rc) {
+        free(f);
+        return rc;
+    }
     f->x = malloc(n * dim * sizeof(float));
     f->xb = malloc(n * dim * sizeof(float));
     f->q = malloc(n * q_dim * sizeof(float));
@@ -149,10 +170,11 @@ int core_fwd_create(const core_model_t *m, int max_tokens, core_fwd_t **out) {
     f->hb2 = malloc(n * ffn * sizeof(float));
     f->xmod = malloc(n * wmax * sizeof(float));
     f->out = malloc(n * dim * sizeof(float));
-    f->scores = malloc((size_t)c->max_pos * sizeof(float));
+    f->scores = malloc((size_t)core_exec_threads(f->ex) * (size_t)c->max_pos * sizeof(float));
     f->pos = malloc(n * sizeof(int32_t));
     f->row0 = malloc(n * sizeof(int));
-    if (!f->x || !f->xb || !f->q || !f->k || !f->v || !f->att || !f->hb || !f->hb2 ||
+    f->seg = malloc(n * sizeof(int));
+    if (!f->seg || !f->x || !f->xb || !f->q || !f->k || !f->v || !f->att || !f->hb || !f->hb2 ||
         !f->xmod || !f->out || !f->scores || !f->pos || !f->row0) {
         core_fwd_free(f);
         return LLM_ENOMEM;
@@ -176,6 +198,8 @@ void core_fwd_free(core_fwd_t *f) {
     free(f->scores);
     free(f->pos);
     free(f->row0);
+    free(f->seg);
+    core_exec_free(f->ex);
     free(f);
 }
 
@@ -239,10 +263,13 @@ int core_fwd_step(core_fwd_t *f, const core_step_seg_t *segs, int n_segs, float 
 
     /* Rows in segment order; each row's position continues its sequence. */
     int n = 0;
+    double att_macs = 0; /* per layer: 2 · heads · head_dim per (query, key) pair */
     for (int i = 0; i < n_segs; i++) {
         f->row0[i] = n;
         for (int t = 0; t < segs[i].n_tok; t++, n++) {
             f->pos[n] = segs[i].seq->n_past + t;
+            f->seg[n] = i;
+            att_macs += 2.0 * q_dim * (f->pos[n] + 1);
             core_weight_row(&m->embed, segs[i].tokens[t], f->x + (size_t)n * dim);
         }
     }
@@ -274,7 +301,8 @@ int core_fwd_step(core_fwd_t *f, const core_step_seg_t *segs, int n_segs, float 
                        f->v + (size_t)r * kv_dim, (size_t)kv_dim * sizeof(float));
             }
         }
-        for (int i = 0; i < n_segs; i++) attend(f, l, &segs[i], f->row0[i]);
+        f->step_segs = segs, f->step_layer = l;
+        core_exec_run_sized(f->ex, attend_range, f, (int64_t)n * c->n_heads, 1, att_macs);
         linear(f, l, CORE_PROJ_O, f->att, n, f->out, segs, n_segs);
         for (size_t i = 0; i < (size_t)n * dim; i++) f->x[i] += f->out[i];
 
@@ -298,8 +326,10 @@ int core_fwd_step(core_fwd_t *f, const core_step_seg_t *segs, int n_segs, float 
             rmsnorm(f->xb + (size_t)nl * dim, f->x + (size_t)(f->row0[i] + t) * dim,
                     m->final_norm, dim, c->rms_eps);
     }
-    if (nl > 0) core_linear(m->lm_head, f->xb, nl, logits);
+    if (nl > 0) core_linear(f->ex, m->lm_head, f->xb, nl, logits);
 
     for (int i = 0; i < n_segs; i++) segs[i].seq->n_past += segs[i].n_tok;
     return 0;
 }
+
+struct core_exec_s *core_fwd_exec(core_fwd_t *f) { return f->ex; }

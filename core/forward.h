@@ -9,7 +9,8 @@
  * base product y = x·Wᵀ for all tokens, then calls the hook (which adds each segment's adapter
  * delta into y in place), then adds the bias. With no hook nothing extra runs.
  *
- * Not thread-safe per core_fwd_t: one engine thread drives it.
+ * Not thread-safe per core_fwd_t: one engine thread drives it; the step's heavy loops (linear
+ * layers, attention over rows × heads) run on its own pool of compute threads (linear.h).
  */
 #ifndef CORE_FORWARD_H
 #define CORE_FORWARD_H
@@ -44,6 +45,9 @@ typedef struct core_lin_call_s {
     int n_segs;
     const core_step_seg_t *segs;
     const int *row0;              /* (n_segs) first row of each segment */
+    struct core_exec_s *exec;     /* the step's worker pool and kernels (linear.h); a hook
+                                   * may run parallel work on it, never nested. NULL when a
+                                   * caller drives a hook by hand: run on the calling thread */
 } core_lin_call_t;
 
 typedef struct core_lin_hook_s {
@@ -58,9 +62,15 @@ typedef struct core_lin_hook_s {
 
 typedef struct core_fwd_s core_fwd_t;
 
-/* Scratch for steps of up to max_tokens tokens. Returns 0 and *out (new, free with
- * core_fwd_free()), LLM_ENOMEM or LLM_EINVAL. model is borrowed and must outlive fwd. */
-int core_fwd_create(const core_model_t *model, int max_tokens, core_fwd_t **out);
+/* Scratch for steps of up to max_tokens tokens, and a pool of n_threads compute threads (the
+ * caller of core_fwd_step is one of them; 0 = one per online CPU). Returns 0 and *out (new,
+ * free with core_fwd_free()), LLM_ENOMEM or LLM_EINVAL. model is borrowed and must outlive
+ * fwd. */
+int core_fwd_create(const core_model_t *model, int max_tokens, int n_threads,
+                    core_fwd_t **out);
+
+/* The compute context (pool, kernels) of fwd, e.g. for the start-up log. Borrowed. */
+struct core_exec_s *core_fwd_exec(core_fwd_t *fwd);
 void core_fwd_free(core_fwd_t *fwd);
 
 /* Installs the adapter hook (NULL to remove). hook is copied. */

@@ -168,7 +168,8 @@ int core_generate(const core_model_t *m, const tok_tokenizer_t *tok, core_gen_re
     }
     if (n_reqs == 0) goto done;
     if ((rc = core_kv_pool_create(c, blocks, &pool)) ||
-        (rc = core_fwd_create(m, budget > n_reqs ? budget : n_reqs, &fwd))) {
+        (rc = core_fwd_create(m, budget > n_reqs ? budget : n_reqs, opts ? opts->n_threads : 0,
+                              &fwd))) {
         rc = llm_err_set(err, rc, "cannot allocate the KV cache or scratch");
         goto done;
     }

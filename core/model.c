@@ -22,6 +22,7 @@ typedef struct {
     unsigned char *used; /* (count) tensors consumed, to find unexpected ones */
     llm_error_t *err;
     const char *dir;     /* the model directory, for messages */
+    kern_wtype_t wtype;  /* storage type of the matrices */
 } loader_t;
 
 /* Finds name with exactly the given shape (n_dims 1 or 2). */
@@ -53,14 +54,13 @@ static int load_matrix(loader_t *L, const char *name, int64_t rows, int64_t cols
     const core_st_tensor_t *t;
     int rc = find(L, name, 2, rows, cols, &t);
     if (rc) return rc;
-    if ((rc = core_weight_init_f32(w, t->dtype, t->data, rows, cols)))
-        return llm_err_set(L->err, rc, "%s: out of memory loading \"%s\"", L->dir, name);
-    const float *d = w->data;
-    for (size_t i = 0, n = (size_t)rows * (size_t)cols; i < n; i++)
-        if (!isfinite(d[i]))
-            return llm_err_set(L->err, LLM_EFORMAT,
-                               "%s: tensor \"%s\" holds a non-finite value at element %zu",
-                               L->dir, name, i);
+    int64_t bad = 0;
+    rc = core_weight_init(w, L->wtype, t->dtype, t->data, rows, cols, &bad);
+    if (rc == LLM_EFORMAT)
+        return llm_err_set(L->err, LLM_EFORMAT,
+                           "%s: tensor \"%s\" holds a non-finite value at element %lld",
+                           L->dir, name, (long long)bad);
+    if (rc) return llm_err_set(L->err, rc, "%s: out of memory loading \"%s\"", L->dir, name);
     return 0;
 }
 
@@ -106,6 +106,13 @@ static void compute_rope(const core_model_config_t *c, float *inv_freq) {
 /* ---- public API ---- */
 
 int core_model_load(const char *dir, core_model_t **out, llm_error_t *err) {
+    return core_model_load_as(dir, KERN_W_F32, out, err);
+}
+
+int core_model_load_as(const char *dir, kern_wtype_t wtype, core_model_t **out,
+                       llm_error_t *err) {
+    if ((int)wtype < 0 || wtype >= KERN_W_COUNT)
+        return llm_err_set(err, LLM_EINVAL, "unknown weight type %d", (int)wtype);
     core_model_t *m = calloc(1, sizeof *m);
     core_st_t *st = NULL;
     loader_t L = {0};
@@ -118,6 +125,8 @@ int core_model_load(const char *dir, core_model_t **out, llm_error_t *err) {
     L.st = st;
     L.err = err;
     L.dir = dir;
+    L.wtype = wtype;
+    m->wtype = wtype;
     L.used = calloc(core_st_count(st) + 1, 1);
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
     m->rope_inv_freq = malloc((size_t)c->head_dim / 2 * sizeof(float));
@@ -175,6 +184,11 @@ int core_model_load(const char *dir, core_model_t **out, llm_error_t *err) {
         goto fail;
     }
     compute_rope(c, m->rope_inv_freq);
+    m->weight_bytes = core_weight_bytes(&m->embed) +
+                      (m->owns_lm_head ? core_weight_bytes(&m->lm_head_own) : 0);
+    for (int l = 0; l < c->n_layers; l++)
+        for (int p = 0; p < CORE_PROJ_COUNT; p++)
+            m->weight_bytes += core_weight_bytes(&m->layers[l].proj[p]);
     free(L.used);
     core_st_free(st); /* weights were copied out; the mapping is no longer needed */
     *out = m;

@@ -47,11 +47,18 @@ typedef struct core_model_s {
     const core_weight_t *lm_head;   /* aliases embed when tied, else &lm_head_own */
     int owns_lm_head;               /* 0 when tied (lm_head aliases embed) */
     float *rope_inv_freq;           /* (head_dim/2) after llama3 scaling */
+    kern_wtype_t wtype;             /* storage type of every matrix (embed, projections, head) */
+    size_t weight_bytes;            /* resident bytes of those matrices */
 } core_model_t;
 
 /* Loads DIR (config.json + safetensors). Returns 0 and *out (new, caller frees with
  * core_model_free()), or a negative code with err naming the file, tensor and reason. */
 int core_model_load(const char *dir, core_model_t **out, llm_error_t *err);
+
+/* Same, storing every matrix as wtype (tensor.h: bf16 rounds to nearest even, int8 quantises
+ * per row); norms, biases and RoPE tables stay fp32. core_model_load is the KERN_W_F32 case. */
+int core_model_load_as(const char *dir, kern_wtype_t wtype, core_model_t **out,
+                       llm_error_t *err);
 
 /* Accepts NULL. */
 void core_model_free(core_model_t *m);

@@ -1,6 +1,6 @@
 #include "tensor.h"
 
-#include <cblas.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,20 +15,9 @@ const char *core_dtype_name(core_dtype_t dt) {
 
 size_t core_dtype_size(core_dtype_t dt) { return dt == CORE_DT_F32 ? 4 : 2; }
 
-float core_bf16_to_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
+float core_bf16_to_f32(uint16_t h) { return kern_bf16_to_f32(h); }
 
-uint16_t core_f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
+uint16_t core_f32_to_bf16(float f) { return kern_f32_to_bf16(f); }
 
 float core_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
@@ -97,38 +86,87 @@ void core_convert_to_f32(core_dtype_t dt, const void *src, float *dst, size_t n)
     }
 }
 
-int core_weight_init_f32(core_weight_t *w, core_dtype_t src_dt, const void *src, int64_t rows,
-                         int64_t cols) {
+int core_wtype_parse(const char *s, kern_wtype_t *out) {
+    for (int t = 0; t < KERN_W_COUNT; t++)
+        if (s && !strcmp(s, kern_wtype_name((kern_wtype_t)t))) {
+            *out = (kern_wtype_t)t;
+            return 0;
+        }
+    return LLM_EINVAL;
+}
+
+/* Source rows go through one fp32 row buffer: the finiteness check and the rounding to the
+ * storage type both need fp32 values, and a row keeps the extra memory small. */
+int core_weight_init(core_weight_t *w, kern_wtype_t type, core_dtype_t src_dt, const void *src,
+                     int64_t rows, int64_t cols, int64_t *bad) {
     memset(w, 0, sizeof *w);
-    size_t n = (size_t)rows * (size_t)cols;
-    float *d = malloc(n ? n * sizeof(float) : 1);
-    if (!d) return LLM_ENOMEM;
-    core_convert_to_f32(src_dt, src, d, n);
-    w->dtype = CORE_DT_F32;
-    w->rows = rows;
-    w->cols = cols;
-    w->data = d;
+    const size_t n = (size_t)rows * (size_t)cols, es = kern_wtype_size(type);
+    /* 64-byte alignment: the kernels' vector loads never straddle cache lines (kern.h) */
+    void *d = aligned_alloc(64, ((n * es + 63) / 64) * 64 + 64);
+    float *row = malloc(((size_t)cols + 1) * sizeof(float));
+    float *scale = type == KERN_W_I8 ? malloc(((size_t)rows + 1) * sizeof(float)) : NULL;
+    if (!d || !row || (type == KERN_W_I8 && !scale)) {
+        free(d), free(row), free(scale);
+        return LLM_ENOMEM;
+    }
+    const size_t src_row = (size_t)cols * core_dtype_size(src_dt);
+    for (int64_t r = 0; r < rows; r++) {
+        const unsigned char *sp = (const unsigned char *)src + (size_t)r * src_row;
+        core_convert_to_f32(src_dt, sp, row, (size_t)cols);
+        for (int64_t k = 0; k < cols; k++)
+            if (!isfinite(row[k])) {
+                if (bad) *bad = r * cols + k;
+                free(d), free(row), free(scale);
+                return LLM_EFORMAT;
+            }
+        const size_t off = (size_t)r * (size_t)cols;
+        switch (type) {
+        case KERN_W_F32: memcpy((float *)d + off, row, (size_t)cols * sizeof(float)); break;
+        case KERN_W_BF16:
+            if (src_dt == CORE_DT_BF16) memcpy((uint16_t *)d + off, sp, src_row);
+            else kern_f32_to_bf16_n(row, (uint16_t *)d + off, (size_t)cols);
+            break;
+        default: kern_quant_i8_rows(row, 1, cols, (int8_t *)d + off, scale + r); break;
+        }
+    }
+    free(row);
+    *w = (core_weight_t){.type = type, .rows = rows, .cols = cols, .data = d, .scale = scale};
     return 0;
 }
 
 void core_weight_deinit(core_weight_t *w) {
     if (!w) return;
     free(w->data);
+    free(w->scale);
     memset(w, 0, sizeof *w);
 }
 
-void core_linear(const core_weight_t *w, const float *x, int n, float *y) {
-    /* Only fp32 storage exists so far; bf16/int8 kernels dispatch here later. */
-    if (n == 1) {
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)w->rows, (int)w->cols, 1.0f, w->data,
-                    (int)w->cols, x, 1, 0.0f, y, 1);
-    } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, (int)w->rows, (int)w->cols, 1.0f,
-                    x, (int)w->cols, w->data, (int)w->cols, 0.0f, y, (int)w->rows);
+size_t core_weight_bytes(const core_weight_t *w) {
+    return (size_t)w->rows * (size_t)w->cols * kern_wtype_size(w->type) +
+           (w->scale ? (size_t)w->rows * sizeof(float) : 0);
+}
+
+void core_weight_rows_f32(const core_weight_t *w, int64_t r0, int64_t r1, float *out) {
+    const size_t cols = (size_t)w->cols;
+    for (int64_t r = r0; r < r1; r++, out += cols) {
+        const size_t off = (size_t)r * cols;
+        switch (w->type) {
+        case KERN_W_F32: memcpy(out, (const float *)w->data + off, cols * sizeof(float)); break;
+        case KERN_W_BF16: {
+            const uint16_t *p = (const uint16_t *)w->data + off;
+            for (size_t k = 0; k < cols; k++) out[k] = kern_bf16_to_f32(p[k]);
+            break;
+        }
+        default: {
+            const int8_t *p = (const int8_t *)w->data + off;
+            const float s = w->scale[r];
+            for (size_t k = 0; k < cols; k++) out[k] = (float)p[k] * s;
+            break;
+        }
+        }
     }
 }
 
 void core_weight_row(const core_weight_t *w, int64_t r, float *out) {
-    memcpy(out, (const float *)w->data + (size_t)r * (size_t)w->cols,
-           (size_t)w->cols * sizeof(float));
+    core_weight_rows_f32(w, r, r + 1, out);
 }

@@ -1,4 +1,5 @@
-/* main.c: the loramux command line. Subcommands: generate, tokenize. */
+/* main.c: the loramux command line. Subcommands: serve, generate, tokenize, config-table,
+ * synth-model, synth-adapter. */
 #include <errno.h>
 #include <unistd.h>
 #include <getopt.h>
@@ -11,6 +12,7 @@
 #include "model.h"
 #include "srv_config.h"
 #include "srv_serve.h"
+#include "synth_cli.h"
 #include "tokenizer.h"
 
 #define MAX_STOPS 16
@@ -23,6 +25,10 @@ static void usage_main(FILE *o) {
             "  serve      run the OpenAI-compatible HTTP server (see 'loramux serve --help')\n"
             "  generate   complete a prompt with a model directory (HF layout)\n"
             "  tokenize   print the token ids of a text\n"
+            "\n"
+            "test and benchmark helpers:\n"
+            "  synth-model    write a random model with a real model's shape (HF layout)\n"
+            "  synth-adapter  write a random adapter (LoRA, DoRA, MoRA, ...) for a model\n"
             "\n"
             "Run 'loramux <command> --help' for the options of a command.\n");
 }
@@ -52,6 +58,10 @@ static void usage_generate(FILE *o) {
             "                       adapter_model.safetensors) with weight SCALE (default 1);\n"
             "                       repeatable, up to %d, additive methods only when combined\n"
             "  --ids                print the generated token ids, space separated, instead\n"
+            "  --weights T          base matrices as f32, bf16 (default) or int8 (per-row\n"
+            "                       scales; activations quantised per token)\n"
+            "  --adapter-dtype T    adapter factors as bf16 (default) or fp32; math is fp32\n"
+            "  --threads N          compute threads (default 0 = one per CPU core)\n"
             "  -h, --help           this help\n",
             MAX_STOPS, ADP_SET_MAX);
 }
@@ -128,7 +138,10 @@ static int cmd_tokenize(int argc, char **argv) {
 /* ---- generate ---- */
 
 static int cmd_generate(int argc, char **argv) {
-    enum { O_TOPK = 256, O_TOPP, O_MINP, O_REP, O_PRES, O_FREQ, O_STOP, O_IGN, O_IDS, O_ADP };
+    enum {
+        O_TOPK = 256, O_TOPP, O_MINP, O_REP, O_PRES, O_FREQ, O_STOP, O_IGN, O_IDS, O_ADP,
+        O_WEIGHTS, O_ADTYPE, O_THREADS,
+    };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},
         {"prompt", required_argument, 0, 'p'},
@@ -145,6 +158,9 @@ static int cmd_generate(int argc, char **argv) {
         {"ignore-eos", no_argument, 0, O_IGN},
         {"ids", no_argument, 0, O_IDS},
         {"adapter", required_argument, 0, O_ADP},
+        {"weights", required_argument, 0, O_WEIGHTS},
+        {"adapter-dtype", required_argument, 0, O_ADTYPE},
+        {"threads", required_argument, 0, O_THREADS},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -157,8 +173,10 @@ static int cmd_generate(int argc, char **argv) {
     /* explicit sampling flags; NaN/-1 = take the model's generation_config default */
     double temp = -1, top_p = -1, min_p = 0, rep = 1, pres = 0, freq = 0;
     long top_k = -1;
-    int has_seed = 0;
+    int has_seed = 0, threads = 0;
     unsigned long long seed = 0;
+    kern_wtype_t weights = KERN_W_BF16;
+    adp_load_opts_t lo = {.dtype = KERN_W_BF16};
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': dir = optarg; break;
@@ -198,6 +216,25 @@ static int cmd_generate(int argc, char **argv) {
             }
             adapter_arg[n_adapters++] = optarg;
             break;
+        case O_WEIGHTS:
+            if (core_wtype_parse(optarg, &weights)) {
+                fprintf(stderr, "loramux: --weights: expected f32, bf16 or int8, got \"%s\"\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case O_ADTYPE:
+            if (strcmp(optarg, "bf16") && strcmp(optarg, "fp32")) {
+                fprintf(stderr, "loramux: --adapter-dtype: expected bf16 or fp32, got \"%s\"\n",
+                        optarg);
+                return 2;
+            }
+            lo.dtype = optarg[0] == 'b' ? KERN_W_BF16 : KERN_W_F32;
+            break;
+        case O_THREADS:
+            if (parse_num("--threads", optarg, 0, 64, &v)) return 2;
+            threads = (int)v;
+            break;
         case 'h': usage_generate(stdout); return 0;
         default: usage_generate(stderr); return 2;
         }
@@ -217,7 +254,7 @@ static int cmd_generate(int argc, char **argv) {
     adp_adapter_t *loaded[ADP_SET_MAX] = {0};
     adp_hook_t *hook = NULL;
     core_lin_hook_t lin_hook;
-    if (core_model_load(dir, &m, &err) || tok_load(dir, &tok, &err)) {
+    if (core_model_load_as(dir, weights, &m, &err) || tok_load(dir, &tok, &err)) {
         fprintf(stderr, "loramux: %s\n", err.msg);
         goto out;
     }
@@ -234,7 +271,7 @@ static int cmd_generate(int argc, char **argv) {
             }
         }
         const char *nm = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-        if (adp_load_dir(m, path, nm, NULL, &loaded[i], &err)) {
+        if (adp_load_dir(m, path, nm, &lo, &loaded[i], &err)) {
             fprintf(stderr, "loramux: %s\n", err.msg);
             goto out;
         }
@@ -290,7 +327,8 @@ static int cmd_generate(int argc, char **argv) {
     core_gen_req_t req = {.prompt = ids, .n_prompt = (int)n_ids, .max_tokens = max_tokens,
                           .sampling = sp, .stop = stops, .n_stop = n_stop,
                           .ignore_eos = ignore_eos, .adapter = set.n ? &set : NULL};
-    core_gen_opts_t go = {.max_step_tokens = 512, .hook = set.n ? &lin_hook : NULL};
+    core_gen_opts_t go = {.max_step_tokens = 512, .hook = set.n ? &lin_hook : NULL,
+                          .n_threads = threads};
     if (core_generate(m, tok, &req, 1, &go, &err)) {
         fprintf(stderr, "loramux: %s\n", err.msg);
         goto out;
@@ -342,6 +380,8 @@ int main(int argc, char **argv) {
     }
     if (strcmp(cmd, "generate") == 0) return cmd_generate(argc - 1, argv + 1);
     if (strcmp(cmd, "tokenize") == 0) return cmd_tokenize(argc - 1, argv + 1);
+    if (strcmp(cmd, "synth-model") == 0) return synth_cli_model_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "synth-adapter") == 0) return synth_cli_adapter_main(argc - 1, argv + 1);
     fprintf(stderr, "loramux: unknown command \"%s\"\n", cmd);
     usage_main(stderr);
     return 2;

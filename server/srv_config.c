@@ -14,7 +14,7 @@
 
 /* ---- types ---- */
 
-typedef enum { K_STR, K_INT, K_I64, K_DBL, K_BOOL, K_LOG } kind_t;
+typedef enum { K_STR, K_INT, K_I64, K_DBL, K_BOOL, K_LOG, K_ENUM } kind_t;
 
 typedef struct {
     const char *name;
@@ -48,6 +48,34 @@ static const char *const k_log_names[] = {
 
 /* LORAMUX_* variables that are not settings but are allowed in the environment. */
 static const char *const k_env_other[] = {"CONFIG", "FIXTURES", "BIN", NULL};
+
+/* ---- enumerations: the choices are the setting's metavar, "a|b|c" ---- */
+
+int srv_cfg_enum_index(const char *choices, const char *text) {
+    size_t len = strlen(text);
+    int ix = 0;
+    for (const char *p = choices; *p; ix++) {
+        const char *bar = strchr(p, '|');
+        size_t n = bar ? (size_t)(bar - p) : strlen(p);
+        if (n == len && len && !strncmp(p, text, n)) return ix;
+        if (!bar) break;
+        p = bar + 1;
+    }
+    return -1;
+}
+
+const char *srv_cfg_enum_name(const char *choices, int ix, char *buf, size_t cap) {
+    const char *p = choices;
+    for (int i = 0; i < ix && p; i++) {
+        p = strchr(p, '|');
+        if (p) p++;
+    }
+    if (!p) return "?";
+    const char *bar = strchr(p, '|');
+    size_t n = bar ? (size_t)(bar - p) : strlen(p);
+    snprintf(buf, cap, "%.*s", (int)n, p);
+    return buf;
+}
 
 /* ---- names ---- */
 
@@ -216,6 +244,15 @@ static int set_text(srv_config_t *c, int idx, const char *text, const char *labe
         *(bool *)field(c, idx) = v;
         return 0;
     }
+    case K_ENUM: {
+        int ix = srv_cfg_enum_index(s->meta, text);
+        if (ix >= 0) {
+            *(int *)field(c, idx) = ix;
+            return 0;
+        }
+        return llm_err_set(err, LLM_EINVAL, "%s: expected one of %s, got %s", label, s->meta,
+                           shown);
+    }
     case K_LOG:
         for (int l = 0; l < N_LOG_LEVELS; l++)
             if (strcmp(text, k_log_names[l]) == 0) {
@@ -238,6 +275,7 @@ static const char *json_expect(const setting_t *s, char *buf, size_t n) {
     case K_DBL: snprintf(buf, n, "a number in %s", range_text(s, range, sizeof range)); break;
     case K_BOOL: return "true or false";
     case K_LOG: return "one of \"error\", \"warn\", \"info\", \"debug\"";
+    case K_ENUM: snprintf(buf, n, "one of %s", s->meta); break;
     }
     return buf;
 }
@@ -258,6 +296,7 @@ static int set_json(srv_config_t *c, int idx, const cJSON *v, const char *file,
     int ok;
     switch (s->kind) {
     case K_STR:
+    case K_ENUM:
     case K_LOG: ok = cJSON_IsString(v); break;
     case K_BOOL: ok = cJSON_IsBool(v); break;
     default: ok = cJSON_IsNumber(v); break;
@@ -661,7 +700,15 @@ void srv_cfg_markdown(FILE *out) {
         upper(s->name, u, sizeof u);
         fprintf(out, "| `%s` | ", s->name);
         if (s->kind == K_BOOL) fprintf(out, "`--%s`, `--no-%s`", k, k);
-        else fprintf(out, "`--%s %s`", k, s->meta);
+        else {
+            /* an ENUM's "a|b" metavar: a bare '|' would end the table cell */
+            fprintf(out, "`--%s ", k);
+            for (const char *p = s->meta; *p; p++) {
+                if (*p == '|') fputc('\\', out);
+                fputc(*p, out);
+            }
+            fprintf(out, "`");
+        }
         fprintf(out, " | `" ENV_PREFIX "%s` | ", u);
         if (strcmp(s->name, "model") == 0) fprintf(out, "required");
         else if (s->kind == K_STR && !s->def[0]) fprintf(out, "`\"\"`");
@@ -690,6 +737,11 @@ void srv_cfg_dump(const srv_config_t *cfg, FILE *out) {
         case K_DBL: fprintf(out, "%g", *(const double *)f); break;
         case K_BOOL: fprintf(out, "%s", *(const bool *)f ? "true" : "false"); break;
         case K_LOG: fprintf(out, "%s", srv_cfg_log_level_name(*(const srv_log_level_t *)f)); break;
+        case K_ENUM: {
+            char name[32];
+            fprintf(out, "%s", srv_cfg_enum_name(s->meta, *(const int *)f, name, sizeof name));
+            break;
+        }
         }
         unsigned so = cfg->source[i];
         fprintf(out, "  (%s)\n", so < 4 ? src[so] : "?");

@@ -22,7 +22,8 @@
 
 /* XX(name, KIND, default, lo, hi, METAVAR, meaning)
  *   KIND     STR (owned char *), INT (int), I64 (int64_t), DBL (double), BOOL (bool),
- *            LOG (srv_log_level_t).
+ *            LOG (srv_log_level_t), ENUM (int: the index of the value in METAVAR, whose
+ *            choices are separated by '|', e.g. "f32|bf16|int8").
  *   default  always written as text: it is parsed by the same code as a flag value, so every
  *            default is checked against its own range (the tests load the defaults).
  *   lo, hi   inclusive range of INT/I64/DBL settings (unused for the other kinds).
@@ -74,7 +75,15 @@
     XX(kv_cache_mb, INT, "0", 0, 16777216, "MIB",                                                \
        "KV cache size in MiB; 0 = chosen by the engine (room for max_running full-length "       \
        "sequences, limited by the memory available), and logged at start-up.")                   \
-    XX(threads, INT, "0", 0, 4096, "N", "Compute threads; 0 = the number of CPU cores.")         \
+    XX(threads, INT, "0", 0, 64, "N",                                                            \
+       "Compute threads, the engine thread included; 0 = the number of CPU cores.")              \
+    XX(weights, ENUM, "bf16", 0, 0, "f32|bf16|int8",                                             \
+       "Storage of the base model's matrices: bf16 halves the bytes each decode step reads; "     \
+       "int8 (one scale per row, activations quantised per token) quarters them at some "         \
+       "accuracy cost; f32 is the exact reference.")                                             \
+    XX(adapter_dtype, ENUM, "bf16", 0, 0, "bf16|fp32",                                           \
+       "Storage of low-rank adapter factors (LoRA, DoRA, LoRMA, LoRA² after compaction); "       \
+       "the arithmetic is fp32 either way. MoRA and full transforms stay fp32.")                 \
     XX(metrics_adapter_labels, INT, "32", 0, 10000, "N",                                         \
        "Adapters with their own label value in /metrics: the first N to be used (those "         \
        "loaded at start-up first); later ones are counted under \"other\".")                    \
@@ -117,6 +126,7 @@ typedef enum {
 #define SRV_CFG_CTYPE_DBL double
 #define SRV_CFG_CTYPE_BOOL bool
 #define SRV_CFG_CTYPE_LOG srv_log_level_t
+#define SRV_CFG_CTYPE_ENUM int
 
 /* ---- the configuration ---- */
 
@@ -178,5 +188,10 @@ void srv_cfg_dump(const srv_config_t *cfg, FILE *out);
 
 /* Text of a log level ("info"); "?" when out of range. Static storage. */
 const char *srv_cfg_log_level_name(srv_log_level_t level);
+
+/* ENUM settings: index of text among the '|'-separated choices (-1 when absent), and the name
+ * of choice ix copied into buf. */
+int srv_cfg_enum_index(const char *choices, const char *text);
+const char *srv_cfg_enum_name(const char *choices, int ix, char *buf, size_t cap);
 
 #endif

@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "forward.h"
+#include "linear.h"
 #include "kv_cache.h"
 
 /* ---- types ---- */
@@ -268,16 +269,62 @@ static int start_request(srv_engine_t *e, srv_request_t *r) {
     return 0;
 }
 
-/* Round-robin over adapter FIFOs: admits heads that fit. */
+static int cmp_set(const adp_set_t *a, const adp_set_t *b);
+
+/* A request waiting this long is admitted in plain round-robin order even when the adapter
+ * preference below would pass it over: the preference saves bandwidth, never starves. */
+#define SHARED_PREF_MAX_WAIT 0.5
+
+/* Whether admitting r adds an adapter set the running sequences do not have while the step
+ * cap on distinct sets is already reached (the new sequence would then sit out steps). */
+static int adds_set_over_cap(const srv_engine_t *e, const srv_request_t *r) {
+    const int cap = e->o.max_adapters_per_step;
+    if (cap <= 0 || r->adapters.n == 0) return 0;
+    int distinct = 0, shared = 0;
+    for (int i = 0; i < e->n_run && !shared; i++) {
+        const adp_set_t *si = &e->run[i]->req->adapters;
+        if (si->n == 0) continue;
+        if (cmp_set(si, &r->adapters) == 0) shared = 1;
+        int first = 1;
+        for (int j = 0; j < i && first; j++)
+            if (cmp_set(&e->run[j]->req->adapters, si) == 0) first = 0;
+        distinct += first;
+    }
+    return !shared && distinct >= cap;
+}
+
+/* Whether r's sequences fit under max_running and the KV blocks not yet reserved. */
+static int fits(const srv_engine_t *e, const srv_request_t *r) {
+    int32_t need = 0;
+    for (int c = 0; c < r->n_choices; c++) need += seq_blocks(r, c / r->n_per_prompt);
+    return e->n_run + r->n_choices <= e->o.max_running &&
+           e->kv_reserved + need <= e->pool->n_blocks;
+}
+
+/* Round-robin over adapter FIFOs: admits heads that fit. With max_adapters_per_step, heads
+ * whose adapter set is already running go first while the cap is reached (they fill the step
+ * without adding adapter bytes; performance.md §6.4), unless another head has waited longer
+ * than SHARED_PREF_MAX_WAIT. */
 static void admit(srv_engine_t *e) {
     int progress = 1;
+    const double now = srv_now();
     while (progress && e->n_waiting > 0) {
         progress = 0;
+        /* is there a head that prefers (shares a running set) or may not be passed over? */
+        int prefer = 0;
+        if (e->o.max_adapters_per_step > 0)
+            for (int k = 0; k < e->n_fifos && !prefer; k++) {
+                const rq_node_t *h = e->fifos[k].head;
+                if (h && fits(e, h->req) && !adds_set_over_cap(e, h->req)) prefer = 1;
+            }
         for (int k = 0; k < e->n_fifos && e->n_waiting > 0; k++) {
             fifo_t *f = &e->fifos[(e->rr + k) % e->n_fifos];
             rq_node_t *n = f->head;
             if (!n) continue;
             srv_request_t *r = n->req;
+            if (prefer && !r->cancelled && now - r->t_arrival < SHARED_PREF_MAX_WAIT &&
+                adds_set_over_cap(e, r))
+                continue;
             int32_t need = 0;
             for (int c = 0; c < r->n_choices; c++) need += seq_blocks(r, c / r->n_per_prompt);
             if (!r->cancelled &&
@@ -635,7 +682,7 @@ int srv_engine_start(const core_model_t *m, const tok_tokenizer_t *tok, srv_met_
     core_lin_hook_t lh;
     pthread_mutex_init(&e->mu, NULL);
     if ((rc = core_kv_pool_create(&m->cfg, blocks, &e->pool)) ||
-        (rc = core_fwd_create(m, max_tok, &e->fwd)) ||
+        (rc = core_fwd_create(m, max_tok, e->o.n_threads, &e->fwd)) ||
         (rc = adp_hook_create(m, max_tok, &e->hook))) {
         rc = llm_err_set(err, rc, "cannot allocate the KV cache (%d blocks) or scratch", blocks);
         goto fail;
@@ -776,4 +823,8 @@ void srv_engine_stop(srv_engine_t *e) {
     free(e->itl_s);
     pthread_mutex_destroy(&e->mu);
     free(e);
+}
+
+const char *srv_engine_describe(const srv_engine_t *e) {
+    return core_exec_describe(core_fwd_exec(e->fwd));
 }

@@ -26,6 +26,7 @@ typedef struct srv_engine_opts_s {
     int max_queue;             /* waiting requests before submit says LLM_EFULL */
     int32_t kv_blocks;         /* KV pool size in blocks; 0 = max_running full contexts */
     int max_adapters_per_step; /* 0 = unlimited */
+    int n_threads;             /* compute threads, the engine thread included; 0 = cores */
 } srv_engine_opts_t;
 
 typedef struct srv_engine_s srv_engine_t;
@@ -34,6 +35,9 @@ typedef struct srv_engine_s srv_engine_t;
  * outlive the engine. Returns 0 and *out, or a negative code with err filled. */
 int srv_engine_start(const core_model_t *m, const tok_tokenizer_t *tok, srv_met_t *met,
                      const srv_engine_opts_t *o, srv_engine_t **out, llm_error_t *err);
+
+/* One line for the start-up log: compute threads, kernels, OpenBLAS core. Static storage. */
+const char *srv_engine_describe(const srv_engine_t *e);
 
 /* Queues r (takes a reference). Returns 0; LLM_EFULL when max_queue requests already wait;
  * LLM_ERANGE when a sequence of r could never fit the KV cache; LLM_EINVAL once draining.

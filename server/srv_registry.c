@@ -25,6 +25,7 @@ struct srv_reg_s {
     srv_met_t *met;
     srv_store_t *store;
     size_t budget;
+    adp_load_opts_t lo; /* how every version is loaded (factor dtype) */
     entry_t *e;
     int n, cap;
     size_t resident_bytes;
@@ -206,9 +207,11 @@ static void fill_desc(srv_reg_t *r, const srv_store_desc_t *st, srv_reg_desc_t *
 /* ---- public API ---- */
 
 srv_reg_t *srv_reg_create(const core_model_t *base, const char *base_name, srv_met_t *met,
-                          srv_store_t *store, size_t budget_bytes) {
+                          srv_store_t *store, size_t budget_bytes,
+                          const adp_load_opts_t *load_opts) {
     srv_reg_t *r = calloc(1, sizeof *r);
     if (!r) return NULL;
+    if (load_opts) r->lo = *load_opts;
     r->base = base;
     r->base_name = base_name;
     r->met = met;
@@ -262,7 +265,7 @@ static int commit(srv_reg_t *r, srv_store_upload_t *up, const char *name, const 
     adp_adapter_t *a = NULL;
     double t0 = now_s();
     rc = adp_load_files(r->base, srv_store_upload_path(up, SRV_STORE_CONFIG),
-                        srv_store_upload_path(up, SRV_STORE_WEIGHTS), name, NULL, &a, err);
+                        srv_store_upload_path(up, SRV_STORE_WEIGHTS), name, &r->lo, &a, err);
     srv_met_adapter_load(r->met, now_s() - t0, rc == 0);
     if (rc) {
         /* messages name the part, not the server's temporary paths */
@@ -492,7 +495,7 @@ adp_adapter_t *srv_reg_acquire(srv_reg_t *r, const char *name, llm_error_t *err)
         adp_adapter_t *na = NULL;
         double t0 = now_s();
         int rc = srv_store_paths(r->store, d.version, cfg, st, sizeof cfg);
-        if (!rc) rc = adp_load_files(r->base, cfg, st, name, NULL, &na, err);
+        if (!rc) rc = adp_load_files(r->base, cfg, st, name, &r->lo, &na, err);
         srv_met_adapter_load(r->met, now_s() - t0, rc == 0);
         pthread_mutex_lock(&g_mu);
         e = find(r, d.version);

@@ -37,9 +37,11 @@ typedef struct srv_reg_desc_s {
 } srv_reg_desc_t;
 
 /* base, base_name, met (may be NULL) and store are borrowed and must outlive the registry.
- * budget_bytes bounds the resident cache (0 = unlimited). */
+ * budget_bytes bounds the resident cache (0 = unlimited). Every adapter is loaded with
+ * load_opts (copied; NULL = defaults: fp32 factors). */
 srv_reg_t *srv_reg_create(const core_model_t *base, const char *base_name, srv_met_t *met,
-                          srv_store_t *store, size_t budget_bytes);
+                          srv_store_t *store, size_t budget_bytes,
+                          const adp_load_opts_t *load_opts);
 void srv_reg_free(srv_reg_t *reg);
 
 /* Name rules of the store, and the base's own name is reserved. 0 or LLM_EINVAL. */

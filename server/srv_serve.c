@@ -92,7 +92,6 @@ int srv_serve_main(int argc, char **argv) {
     }
     g_level = cfg.log_level;
     int threads = cfg.threads > 0 ? cfg.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    openblas_set_num_threads(threads);
 
     /* Signals are taken by sigwait below; every thread started from here inherits the mask. */
     sigset_t sigs;
@@ -120,22 +119,24 @@ int srv_serve_main(int argc, char **argv) {
           s.n_keys ? "on" : "off");
     {
         const char *core = openblas_get_corename();
-        logf_(SRV_LOG_INFO, "OpenBLAS core %s (OPENBLAS_CORETYPE=%s), %d threads", core,
-              getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "unset", threads);
+        logf_(SRV_LOG_INFO, "OpenBLAS core %s (OPENBLAS_CORETYPE=%s)", core,
+              getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "unset");
         if (core && !strcasecmp(core, "haswell") && __builtin_cpu_supports("avx512f"))
             logf_(SRV_LOG_WARN, "this CPU has AVX-512 but OpenBLAS uses its Haswell kernels; "
                   "set OPENBLAS_CORETYPE=SkylakeX for faster prefill");
     }
 
     double t0 = srv_now();
-    if (core_model_load(cfg.model, &s.model, &err) || tok_load(cfg.model, &s.tok, &err)) {
+    if (core_model_load_as(cfg.model, (kern_wtype_t)cfg.weights, &s.model, &err) ||
+        tok_load(cfg.model, &s.tok, &err)) {
         logf_(SRV_LOG_ERROR, "%s", err.msg);
         goto out;
     }
     logf_(SRV_LOG_INFO, "model %s (%s, %d layers, hidden %d, vocab %d, context %d) loaded in "
-          "%.2f s; served as \"%s\"", cfg.model, s.model->cfg.arch_name, s.model->cfg.n_layers,
-          s.model->cfg.hidden_size, s.model->cfg.vocab_size, s.model->cfg.max_pos,
-          srv_now() - t0, s.model_name);
+          "%.2f s: %s weights, %.1f MB; served as \"%s\"", cfg.model, s.model->cfg.arch_name,
+          s.model->cfg.n_layers, s.model->cfg.hidden_size, s.model->cfg.vocab_size,
+          s.model->cfg.max_pos, srv_now() - t0, kern_wtype_name(s.model->wtype),
+          s.model->weight_bytes / 1e6, s.model_name);
     if (srv_chat_load(cfg.model, &s.chat, &err)) {
         snprintf(s.chat_error, sizeof s.chat_error, "%s", err.msg);
         logf_(SRV_LOG_WARN, "chat completions unavailable: %s", err.msg);
@@ -161,8 +162,10 @@ int srv_serve_main(int argc, char **argv) {
     if (srv_store_open_notes(store)[0])
         logf_(SRV_LOG_WARN, "registry repaired at open:\n%s", srv_store_open_notes(store));
     s.store = store;
+    /* adapter_dtype's choices are "bf16|fp32" */
+    const adp_load_opts_t lo = {.dtype = cfg.adapter_dtype == 0 ? KERN_W_BF16 : KERN_W_F32};
     s.reg = srv_reg_create(s.model, s.model_name, s.met, store,
-                           (size_t)cfg.adapter_memory_budget_mb << 20);
+                           (size_t)cfg.adapter_memory_budget_mb << 20, &lo);
     srv_req_set_adapter_release(srv_reg_release);
     if (!s.reg) goto out;
     if (cfg.adapter_dir[0] && srv_reg_import_all(s.reg, cfg.adapter_dir, &err)) {
@@ -187,14 +190,15 @@ int srv_serve_main(int argc, char **argv) {
                             .max_step_tokens = cfg.max_step_tokens,
                             .max_queue = cfg.max_queue,
                             .kv_blocks = kv_blocks(&cfg, &s.model->cfg),
-                            .max_adapters_per_step = cfg.max_adapters_per_step};
+                            .max_adapters_per_step = cfg.max_adapters_per_step,
+                            .n_threads = threads};
     if (srv_engine_start(s.model, s.tok, s.met, &eo, &s.eng, &err)) {
         logf_(SRV_LOG_ERROR, "%s", err.msg);
         goto out;
     }
     logf_(SRV_LOG_INFO, "engine ready: max_running %d, step budget %d tokens, KV cache %d "
-          "blocks of %d positions, %d compute threads", eo.max_running, eo.max_step_tokens,
-          eo.kv_blocks, CORE_KV_BLOCK, threads);
+          "blocks of %d positions; %s; adapters %s", eo.max_running, eo.max_step_tokens,
+          eo.kv_blocks, CORE_KV_BLOCK, srv_engine_describe(s.eng), kern_wtype_name(lo.dtype));
     s.ready = 1;
 
     int sig = 0;

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "st_writer.h"
+#include "synth_st_writer.h"
 
 /* ---- names and shapes ---- */
 

@@ -1,4 +1,5 @@
-/* synth_adapter.h: random adapter directories for tests and benches, with a merged reference.
+/* synth_adapter.h: random adapter directories for tests and benches, with a merged reference
+ * (and `loramux synth-adapter`, tools/synth_cli.c).
  *
  * sa_write() draws deterministic random adapter tensors (same options and seed → same bytes)
  * for every method this server accepts and writes DIR/adapter_config.json plus

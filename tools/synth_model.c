@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "st_writer.h"
+#include "synth_st_writer.h"
 
 /* ---- helpers ---- */
 
@@ -167,28 +167,51 @@ int synth_has_o_bias(const synth_model_opts_t *o) {
 
 /* ---- weights ---- */
 
-/* n values ~ U(center ± half_width), rounded to the storage dtype. */
-static float *draw(const synth_model_opts_t *o, const char *name, size_t n, double center,
-                   double half_width) {
-    float *v = malloc(n * sizeof(float));
+/* What a tensor is drawn from. The one place that says so: synth_weights_create and the
+ * streaming writer (synth_model_write_streaming) both go through dist_of, so they agree. */
+typedef enum { KIND_EMBED, KIND_NORM, KIND_BIAS, KIND_LINEAR } kind_t;
+
+/* Embeddings are U(±1), norm weights 1 + U(±0.25), biases U(±0.2). Linear weights:
+ * U(±w_scale·sqrt(3/fan_in)) has variance w_scale²/fan_in, so with unit w_scale a projection
+ * keeps the variance of its input and attention scores are O(1): the softmax is neither flat
+ * nor one-hot, which is what makes a logits comparison sensitive. */
+static void dist_of(const synth_model_opts_t *o, kind_t kind, int64_t cols, double *center,
+                    double *half_width) {
+    switch (kind) {
+    case KIND_EMBED: *center = 0.0; *half_width = 1.0; break;
+    case KIND_NORM: *center = 1.0; *half_width = 0.25; break;
+    case KIND_BIAS: *center = 0.0; *half_width = 0.2; break;
+    default:
+        *center = 0.0;
+        *half_width = (o->w_scale > 0 ? o->w_scale : 1.0) * sqrt(3.0 / (double)cols);
+    }
+}
+
+/* The next value of a tensor's stream, rounded to the storage dtype. */
+static inline float next_value(uint64_t *s, double center, double half_width, core_dtype_t dt) {
+    return synth_round_to(dt, (float)(center + half_width * rng_sym(s)));
+}
+
+/* A (rows, cols) tensor (cols 1 for a vector); returns new array or NULL. */
+static float *draw(const synth_model_opts_t *o, const char *name, kind_t kind, int64_t rows,
+                   int64_t cols) {
+    size_t n = (size_t)rows * (size_t)cols;
+    float *v = malloc((n ? n : 1) * sizeof(float));
     if (!v) return NULL;
+    double center, half_width;
+    dist_of(o, kind, cols, &center, &half_width);
     uint64_t s = stream_for(o->seed, name);
-    for (size_t i = 0; i < n; i++)
-        v[i] = synth_round_to(o->dtype, (float)(center + half_width * rng_sym(&s)));
+    for (size_t i = 0; i < n; i++) v[i] = next_value(&s, center, half_width, o->dtype);
     return v;
 }
 
-/* Linear weights: U(±w_scale·sqrt(3/fan_in)) has variance w_scale²/fan_in, so with unit
- * w_scale a projection keeps the variance of its input and attention scores are O(1): the
- * softmax is neither flat nor one-hot, which is what makes a logits comparison sensitive. */
-static float *draw_linear(const synth_model_opts_t *o, const char *name, int rows, int cols) {
-    double ws = o->w_scale > 0 ? o->w_scale : 1.0;
-    return draw(o, name, (size_t)rows * (size_t)cols, 0.0, ws * sqrt(3.0 / cols));
+static int opts_ok(const synth_model_opts_t *o) {
+    return o->hidden > 0 && o->intermediate > 0 && o->n_layers > 0 && o->n_heads > 0 &&
+           o->vocab > 0 && synth_head_dim(o) > 0 && o->n_heads % synth_n_kv_heads(o) == 0;
 }
 
 synth_weights_t *synth_weights_create(const synth_model_opts_t *o) {
-    if (o->hidden <= 0 || o->intermediate <= 0 || o->n_layers <= 0 || o->n_heads <= 0 ||
-        o->vocab <= 0 || synth_head_dim(o) <= 0 || o->n_heads % synth_n_kv_heads(o) != 0) {
+    if (!opts_ok(o)) {
         fprintf(stderr, "synth_weights_create: bad options\n");
         return NULL;
     }
@@ -199,34 +222,34 @@ synth_weights_t *synth_weights_create(const synth_model_opts_t *o) {
     const int q_dim = o->n_heads * hd, kv_dim = synth_n_kv_heads(o) * hd;
     char n[128];
     int ok = 1;
-    w->embed = draw(o, "model.embed_tokens.weight", (size_t)o->vocab * d, 0.0, 1.0);
-    w->final_norm = draw(o, "model.norm.weight", (size_t)d, 1.0, 0.25);
+    w->embed = draw(o, "model.embed_tokens.weight", KIND_EMBED, o->vocab, d);
+    w->final_norm = draw(o, "model.norm.weight", KIND_NORM, d, 1);
     if (o->tie_embeddings) w->lm_head = w->embed;
-    else w->lm_head = draw_linear(o, "lm_head.weight", o->vocab, d);
+    else w->lm_head = draw(o, "lm_head.weight", KIND_LINEAR, o->vocab, d);
     w->layers = calloc((size_t)o->n_layers, sizeof *w->layers);
     ok = w->embed && w->final_norm && w->lm_head && w->layers;
     for (int l = 0; ok && l < o->n_layers; l++) {
         synth_layer_t *ly = &w->layers[l];
 #define NAME(fmt) (snprintf(n, sizeof n, "model.layers.%d." fmt, l), n)
-        ly->attn_norm = draw(o, NAME("input_layernorm.weight"), (size_t)d, 1.0, 0.25);
-        ly->ffn_norm = draw(o, NAME("post_attention_layernorm.weight"), (size_t)d, 1.0, 0.25);
-        ly->wq = draw_linear(o, NAME("self_attn.q_proj.weight"), q_dim, d);
-        ly->wk = draw_linear(o, NAME("self_attn.k_proj.weight"), kv_dim, d);
-        ly->wv = draw_linear(o, NAME("self_attn.v_proj.weight"), kv_dim, d);
-        ly->wo = draw_linear(o, NAME("self_attn.o_proj.weight"), d, q_dim);
-        ly->w_gate = draw_linear(o, NAME("mlp.gate_proj.weight"), ffn, d);
-        ly->w_up = draw_linear(o, NAME("mlp.up_proj.weight"), ffn, d);
-        ly->w_down = draw_linear(o, NAME("mlp.down_proj.weight"), d, ffn);
+        ly->attn_norm = draw(o, NAME("input_layernorm.weight"), KIND_NORM, d, 1);
+        ly->ffn_norm = draw(o, NAME("post_attention_layernorm.weight"), KIND_NORM, d, 1);
+        ly->wq = draw(o, NAME("self_attn.q_proj.weight"), KIND_LINEAR, q_dim, d);
+        ly->wk = draw(o, NAME("self_attn.k_proj.weight"), KIND_LINEAR, kv_dim, d);
+        ly->wv = draw(o, NAME("self_attn.v_proj.weight"), KIND_LINEAR, kv_dim, d);
+        ly->wo = draw(o, NAME("self_attn.o_proj.weight"), KIND_LINEAR, d, q_dim);
+        ly->w_gate = draw(o, NAME("mlp.gate_proj.weight"), KIND_LINEAR, ffn, d);
+        ly->w_up = draw(o, NAME("mlp.up_proj.weight"), KIND_LINEAR, ffn, d);
+        ly->w_down = draw(o, NAME("mlp.down_proj.weight"), KIND_LINEAR, d, ffn);
         ok = ly->attn_norm && ly->ffn_norm && ly->wq && ly->wk && ly->wv && ly->wo &&
              ly->w_gate && ly->w_up && ly->w_down;
         if (ok && synth_has_qkv_bias(o)) {
-            ly->bq = draw(o, NAME("self_attn.q_proj.bias"), (size_t)q_dim, 0.0, 0.2);
-            ly->bk = draw(o, NAME("self_attn.k_proj.bias"), (size_t)kv_dim, 0.0, 0.2);
-            ly->bv = draw(o, NAME("self_attn.v_proj.bias"), (size_t)kv_dim, 0.0, 0.2);
+            ly->bq = draw(o, NAME("self_attn.q_proj.bias"), KIND_BIAS, q_dim, 1);
+            ly->bk = draw(o, NAME("self_attn.k_proj.bias"), KIND_BIAS, kv_dim, 1);
+            ly->bv = draw(o, NAME("self_attn.v_proj.bias"), KIND_BIAS, kv_dim, 1);
             ok = ly->bq && ly->bk && ly->bv;
         }
         if (ok && synth_has_o_bias(o)) {
-            ly->bo = draw(o, NAME("self_attn.o_proj.bias"), (size_t)d, 0.0, 0.2);
+            ly->bo = draw(o, NAME("self_attn.o_proj.bias"), KIND_BIAS, d, 1);
             ok = ly->bo != NULL;
         }
 #undef NAME
@@ -254,8 +277,8 @@ void synth_weights_free(synth_weights_t *w) {
     free(w);
 }
 
-static void put(synth_tensor_t *out, int cap, int *n, const char *name, int n_dims, int64_t d0,
-                int64_t d1, const float *data) {
+static void put(synth_tensor_t *out, kind_t *kinds, int cap, int *n, const char *name,
+                kind_t kind, int n_dims, int64_t d0, int64_t d1, const float *data) {
     if (*n < cap) {
         synth_tensor_t *t = &out[*n];
         snprintf(t->name, sizeof t->name, "%s", name);
@@ -263,38 +286,57 @@ static void put(synth_tensor_t *out, int cap, int *n, const char *name, int n_di
         t->shape[0] = d0;
         t->shape[1] = n_dims == 2 ? d1 : 0;
         t->data = data;
+        if (kinds) kinds[*n] = kind;
     }
     (*n)++;
 }
 
-int synth_weights_tensors(const synth_weights_t *w, synth_tensor_t *out, int cap) {
-    const synth_model_opts_t *o = &w->o;
+/* The tensors in file order. With w: data points into w, and a bias is listed when w has it.
+ * Without w (the streaming writer): data is NULL, biases follow the options, and kinds[i]
+ * (when non-NULL) says how tensor i is drawn. Returns the count (which may exceed cap). */
+static int enumerate(const synth_model_opts_t *o, const synth_weights_t *w, synth_tensor_t *out,
+                     kind_t *kinds, int cap) {
     const int d = o->hidden, ffn = o->intermediate, hd = synth_head_dim(o);
     const int q_dim = o->n_heads * hd, kv_dim = synth_n_kv_heads(o) * hd;
+    const int qkv_b = synth_has_qkv_bias(o), o_b = synth_has_o_bias(o);
     int n = 0;
     char nm[128];
-    put(out, cap, &n, "model.embed_tokens.weight", 2, o->vocab, d, w->embed);
+    put(out, kinds, cap, &n, "model.embed_tokens.weight", KIND_EMBED, 2, o->vocab, d,
+        w ? w->embed : NULL);
     for (int l = 0; l < o->n_layers; l++) {
-        const synth_layer_t *ly = &w->layers[l];
+        const synth_layer_t *ly = w ? &w->layers[l] : NULL;
 #define NAME(fmt) (snprintf(nm, sizeof nm, "model.layers.%d." fmt, l), nm)
-        put(out, cap, &n, NAME("input_layernorm.weight"), 1, d, 0, ly->attn_norm);
-        put(out, cap, &n, NAME("self_attn.q_proj.weight"), 2, q_dim, d, ly->wq);
-        if (ly->bq) put(out, cap, &n, NAME("self_attn.q_proj.bias"), 1, q_dim, 0, ly->bq);
-        put(out, cap, &n, NAME("self_attn.k_proj.weight"), 2, kv_dim, d, ly->wk);
-        if (ly->bk) put(out, cap, &n, NAME("self_attn.k_proj.bias"), 1, kv_dim, 0, ly->bk);
-        put(out, cap, &n, NAME("self_attn.v_proj.weight"), 2, kv_dim, d, ly->wv);
-        if (ly->bv) put(out, cap, &n, NAME("self_attn.v_proj.bias"), 1, kv_dim, 0, ly->bv);
-        put(out, cap, &n, NAME("self_attn.o_proj.weight"), 2, d, q_dim, ly->wo);
-        if (ly->bo) put(out, cap, &n, NAME("self_attn.o_proj.bias"), 1, d, 0, ly->bo);
-        put(out, cap, &n, NAME("post_attention_layernorm.weight"), 1, d, 0, ly->ffn_norm);
-        put(out, cap, &n, NAME("mlp.gate_proj.weight"), 2, ffn, d, ly->w_gate);
-        put(out, cap, &n, NAME("mlp.up_proj.weight"), 2, ffn, d, ly->w_up);
-        put(out, cap, &n, NAME("mlp.down_proj.weight"), 2, d, ffn, ly->w_down);
+#define DATA(f) (ly ? ly->f : NULL)
+#define HAS(f, dflt) (ly ? ly->f != NULL : (dflt))
+#define PUT(suffix, kind, nd, d0, d1, f) \
+    put(out, kinds, cap, &n, NAME(suffix), kind, nd, d0, d1, DATA(f))
+        PUT("input_layernorm.weight", KIND_NORM, 1, d, 0, attn_norm);
+        PUT("self_attn.q_proj.weight", KIND_LINEAR, 2, q_dim, d, wq);
+        if (HAS(bq, qkv_b)) PUT("self_attn.q_proj.bias", KIND_BIAS, 1, q_dim, 0, bq);
+        PUT("self_attn.k_proj.weight", KIND_LINEAR, 2, kv_dim, d, wk);
+        if (HAS(bk, qkv_b)) PUT("self_attn.k_proj.bias", KIND_BIAS, 1, kv_dim, 0, bk);
+        PUT("self_attn.v_proj.weight", KIND_LINEAR, 2, kv_dim, d, wv);
+        if (HAS(bv, qkv_b)) PUT("self_attn.v_proj.bias", KIND_BIAS, 1, kv_dim, 0, bv);
+        PUT("self_attn.o_proj.weight", KIND_LINEAR, 2, d, q_dim, wo);
+        if (HAS(bo, o_b)) PUT("self_attn.o_proj.bias", KIND_BIAS, 1, d, 0, bo);
+        PUT("post_attention_layernorm.weight", KIND_NORM, 1, d, 0, ffn_norm);
+        PUT("mlp.gate_proj.weight", KIND_LINEAR, 2, ffn, d, w_gate);
+        PUT("mlp.up_proj.weight", KIND_LINEAR, 2, ffn, d, w_up);
+        PUT("mlp.down_proj.weight", KIND_LINEAR, 2, d, ffn, w_down);
+#undef PUT
+#undef HAS
+#undef DATA
 #undef NAME
     }
-    put(out, cap, &n, "model.norm.weight", 1, d, 0, w->final_norm);
-    if (!o->tie_embeddings) put(out, cap, &n, "lm_head.weight", 2, o->vocab, d, w->lm_head);
+    put(out, kinds, cap, &n, "model.norm.weight", KIND_NORM, 1, d, 0, w ? w->final_norm : NULL);
+    if (!o->tie_embeddings)
+        put(out, kinds, cap, &n, "lm_head.weight", KIND_LINEAR, 2, o->vocab, d,
+            w ? w->lm_head : NULL);
     return n;
+}
+
+int synth_weights_tensors(const synth_weights_t *w, synth_tensor_t *out, int cap) {
+    return enumerate(&w->o, w, out, NULL, cap);
 }
 
 /* ---- config.json ---- */
@@ -407,13 +449,53 @@ static void *encode(core_dtype_t dt, const float *v, size_t n) {
     return b;
 }
 
-/* Writes tensors [lo, hi) to path. */
-static int write_file(const synth_model_opts_t *o, const synth_tensor_t *t, int lo, int hi,
-                      const char *path) {
+/* A tensor of the streaming writer, drawn while stw_write() writes it. */
+typedef struct {
+    const synth_model_opts_t *o;
+    kind_t kind;
+    int64_t cols; /* fan-in of a linear weight; 1 for a vector */
+} deferred_t;
+
+/* stw_fill_cb: the same values, in the same order, as draw() followed by encode(). */
+static int fill_deferred(void *ctx, const char *name, void *dst, size_t n_bytes) {
+    const deferred_t *d = ctx;
+    const core_dtype_t dt = d->o->dtype;
+    double center, half_width;
+    dist_of(d->o, d->kind, d->cols, &center, &half_width);
+    uint64_t s = stream_for(d->o->seed, name);
+    if (dt == CORE_DT_F32) {
+        float *v = dst;
+        for (size_t i = 0; i < n_bytes / 4; i++) v[i] = next_value(&s, center, half_width, dt);
+        return 0;
+    }
+    unsigned char *b = dst;
+    for (size_t i = 0; i < n_bytes / 2; i++) {
+        float v = next_value(&s, center, half_width, dt);
+        uint16_t h = dt == CORE_DT_BF16 ? f32_to_bf16_bits(v) : f32_to_f16_bits(v);
+        b[2 * i] = (unsigned char)(h & 0xff);
+        b[2 * i + 1] = (unsigned char)(h >> 8);
+    }
+    return 0;
+}
+
+/* Writes tensors [lo, hi) to path. A tensor with data is encoded now; one without (kinds
+ * non-NULL: the streaming writer) is drawn while the file is written. */
+static int write_file(const synth_model_opts_t *o, const synth_tensor_t *t, const kind_t *kinds,
+                      int lo, int hi, const char *path) {
     st_writer_t *w = stw_create();
-    if (!w) return -1;
-    int rc = 0;
+    deferred_t *defs = calloc((size_t)(hi > lo ? hi - lo : 1), sizeof *defs);
+    int rc = w && defs ? 0 : -1;
     for (int i = lo; i < hi && rc == 0; i++) {
+        if (!t[i].data) {
+            deferred_t *d = &defs[i - lo];
+            *d = (deferred_t){o, kinds ? kinds[i] : KIND_LINEAR,
+                              t[i].n_dims == 2 ? t[i].shape[1] : 1};
+            rc = kinds && stw_add_deferred(w, t[i].name, o->dtype, t[i].n_dims, t[i].shape,
+                                           fill_deferred, d) == 0
+                     ? 0
+                     : -1;
+            continue;
+        }
         size_t n = (size_t)t[i].shape[0] * (size_t)(t[i].n_dims == 2 ? t[i].shape[1] : 1);
         void *bytes = encode(o->dtype, t[i].data, n);
         if (!bytes) { rc = -1; break; }
@@ -423,15 +505,17 @@ static int write_file(const synth_model_opts_t *o, const synth_tensor_t *t, int 
     if (rc == 0 && stw_write(w, path) != 0) rc = -1;
     if (rc) fprintf(stderr, "synth: cannot write %s\n", path);
     stw_free(w);
+    free(defs);
     return rc;
 }
 
-int synth_write_tensors(const synth_model_opts_t *o, const synth_tensor_t *t, int n,
-                        const char *dir) {
+/* synth_write_tensors, with kinds for tensors that have no data (see write_file). */
+static int write_tensors(const synth_model_opts_t *o, const synth_tensor_t *t,
+                         const kind_t *kinds, int n, const char *dir) {
     char path[4096];
     if (o->n_shards <= 1) {
         snprintf(path, sizeof path, "%s/model.safetensors", dir);
-        return write_file(o, t, 0, n, path);
+        return write_file(o, t, kinds, 0, n, path);
     }
     const int ns = o->n_shards;
     sbuf_t idx = {0};
@@ -445,7 +529,7 @@ int synth_write_tensors(const synth_model_opts_t *o, const synth_tensor_t *t, in
         char file[64];
         snprintf(file, sizeof file, "model-%05d-of-%05d.safetensors", s + 1, ns);
         snprintf(path, sizeof path, "%s/%s", dir, file);
-        if (write_file(o, t, lo, hi, path) != 0) {
+        if (write_file(o, t, kinds, lo, hi, path) != 0) {
             free(idx.s);
             return -1;
         }
@@ -455,6 +539,32 @@ int synth_write_tensors(const synth_model_opts_t *o, const synth_tensor_t *t, in
     sb_printf(&idx, "\n  }\n}\n");
     int rc = idx.oom ? -1 : write_text(dir, "model.safetensors.index.json", idx.s);
     free(idx.s);
+    return rc;
+}
+
+int synth_write_tensors(const synth_model_opts_t *o, const synth_tensor_t *t, int n,
+                        const char *dir) {
+    return write_tensors(o, t, NULL, n, dir);
+}
+
+int synth_model_write_streaming(const synth_model_opts_t *o, const char *dir) {
+    if (!opts_ok(o)) {
+        fprintf(stderr, "synth_model_write_streaming: bad options\n");
+        return -1;
+    }
+    const int n = enumerate(o, NULL, NULL, NULL, 0);
+    synth_tensor_t *t = malloc((size_t)n * sizeof *t);
+    kind_t *kinds = malloc((size_t)n * sizeof *kinds);
+    int rc = -1;
+    if (t && kinds) {
+        enumerate(o, NULL, t, kinds, n);
+        rc = synth_write_config(o, dir);
+        if (rc == 0) rc = write_tensors(o, t, kinds, n, dir);
+    } else {
+        fprintf(stderr, "synth_model_write_streaming: out of memory\n");
+    }
+    free(kinds);
+    free(t);
     return rc;
 }
 

@@ -1,4 +1,5 @@
-/* synth_model.h: small random Llama-family models in HuggingFace layout, for tests and benches.
+/* synth_model.h: small random Llama-family models in HuggingFace layout, for tests and benches
+ * (and `loramux synth-model`, tools/synth_cli.c).
  *
  * synth_model_write() draws deterministic random weights from opts (same opts and seed → same
  * bytes), writes DIR/config.json and DIR/model.safetensors (or two or more shards plus
@@ -122,6 +123,13 @@ int synth_write_tensors(const synth_model_opts_t *o, const synth_tensor_t *t, in
  * must exist). Returns 0 or -1. When out is non-NULL, *out receives the weights (new, caller
  * frees with synth_weights_free()); on failure *out is NULL. */
 int synth_model_write(const synth_model_opts_t *o, const char *dir, synth_weights_t **out);
+
+/* Writes the same files as synth_model_write(o, dir, NULL), byte for byte, but draws each
+ * tensor only while it is written (values are encoded as they are drawn), so memory stays at
+ * about one tensor in the storage dtype. For real-sized shapes: synth_model_write holds all
+ * weights as fp32 plus a copy in the storage dtype, 8.8 GB for a TinyLlama shape in F32.
+ * DIR must exist. Returns 0 or -1 (message on stderr). */
+int synth_model_write_streaming(const synth_model_opts_t *o, const char *dir);
 
 /* Storage rounding used by the writer, exposed for references: the fp32 value a loader reads
  * after x is stored as dt. Independent of core/tensor.c. */

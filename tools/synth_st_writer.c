@@ -1,5 +1,6 @@
-/* st_writer.c: see st_writer.h. The header is built with cJSON so names are escaped properly. */
-#include "st_writer.h"
+/* synth_st_writer.c: see synth_st_writer.h. The header is built with cJSON so names are
+ * escaped properly. */
+#include "synth_st_writer.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -16,8 +17,10 @@ typedef struct {
     core_dtype_t dt;
     int n_dims;
     int64_t shape[STW_MAX_DIMS];
-    void *data; /* owned copy; NULL when n_bytes is 0 */
+    void *data; /* owned copy; NULL when n_bytes is 0 or the tensor is deferred */
     size_t n_bytes;
+    stw_fill_cb fill; /* deferred: makes the bytes at write time (borrowed ctx) */
+    void *fill_ctx;
 } stw_tensor_t;
 
 typedef struct {
@@ -111,8 +114,9 @@ void stw_free(st_writer_t *w) {
     free(w);
 }
 
-int stw_add(st_writer_t *w, const char *name, core_dtype_t dt, int n_dims, const int64_t *shape,
-            const void *data) {
+/* stw_add and stw_add_deferred: data is copied, or (fill set) made at write time. */
+static int add_tensor(st_writer_t *w, const char *name, core_dtype_t dt, int n_dims,
+                      const int64_t *shape, const void *data, stw_fill_cb fill, void *fill_ctx) {
     if (!w || !name || !*name || !strcmp(name, "__metadata__") || n_dims < 0 ||
         n_dims > STW_MAX_DIMS || (n_dims && !shape) ||
         (dt != CORE_DT_F32 && dt != CORE_DT_F16 && dt != CORE_DT_BF16))
@@ -122,7 +126,7 @@ int stw_add(st_writer_t *w, const char *name, core_dtype_t dt, int n_dims, const
     int64_t n = count_elems(n_dims, shape);
     if (n < 0 || (uint64_t)n > SIZE_MAX / core_dtype_size(dt)) return LLM_EINVAL;
     size_t bytes = (size_t)n * core_dtype_size(dt);
-    if (bytes && !data) return LLM_EINVAL;
+    if (bytes && !data && !fill) return LLM_EINVAL;
     if (w->n == w->cap) {
         size_t cap = w->cap ? w->cap * 2 : 16;
         stw_tensor_t *t = realloc(w->t, cap * sizeof *t);
@@ -136,8 +140,10 @@ int stw_add(st_writer_t *w, const char *name, core_dtype_t dt, int n_dims, const
     t->n_dims = n_dims;
     if (n_dims) memcpy(t->shape, shape, (size_t)n_dims * sizeof *shape);
     t->n_bytes = bytes;
+    t->fill = fill;
+    t->fill_ctx = fill_ctx;
     if (!(t->name = strdup(name))) return LLM_ENOMEM;
-    if (bytes) {
+    if (bytes && !fill) {
         if (!(t->data = malloc(bytes))) {
             free(t->name);
             return LLM_ENOMEM;
@@ -146,6 +152,17 @@ int stw_add(st_writer_t *w, const char *name, core_dtype_t dt, int n_dims, const
     }
     w->n++;
     return 0;
+}
+
+int stw_add(st_writer_t *w, const char *name, core_dtype_t dt, int n_dims, const int64_t *shape,
+            const void *data) {
+    return add_tensor(w, name, dt, n_dims, shape, data, NULL, NULL);
+}
+
+int stw_add_deferred(st_writer_t *w, const char *name, core_dtype_t dt, int n_dims,
+                     const int64_t *shape, stw_fill_cb fill, void *ctx) {
+    if (!fill) return LLM_EINVAL;
+    return add_tensor(w, name, dt, n_dims, shape, NULL, fill, ctx);
 }
 
 int stw_add_f32_as(st_writer_t *w, const char *name, core_dtype_t dt, int n_dims,
@@ -214,8 +231,28 @@ int stw_write(const st_writer_t *w, const char *path) {
     static const char spaces[] = "        ";
     if (write_all(f, lenb, 8) || write_all(f, hdr, len) || write_all(f, spaces, padded - len))
         rc = -EIO;
-    for (size_t i = 0; i < w->n && !rc; i++)
-        if (write_all(f, sorted[i].data, sorted[i].n_bytes)) rc = -EIO;
+    /* Deferred tensors share one buffer, sized for the largest of them. */
+    void *buf = NULL;
+    size_t buf_cap = 0;
+    for (size_t i = 0; i < w->n && !rc; i++) {
+        const stw_tensor_t *t = &sorted[i];
+        const void *p = t->data;
+        if (t->fill && t->n_bytes) {
+            if (t->n_bytes > buf_cap) {
+                free(buf);
+                buf_cap = 0;
+                if (!(buf = malloc(t->n_bytes))) {
+                    rc = LLM_ENOMEM;
+                    break;
+                }
+                buf_cap = t->n_bytes;
+            }
+            if ((rc = t->fill(t->fill_ctx, t->name, buf, t->n_bytes))) break;
+            p = buf;
+        }
+        if (write_all(f, p, t->n_bytes)) rc = -EIO;
+    }
+    free(buf);
     if (fclose(f) != 0 && !rc) rc = -errno;
 out:
     free(hdr);

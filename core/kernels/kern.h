@@ -96,12 +96,37 @@ typedef void (*kern_prep_fn)(kern_wtype_t wt, const float *x, int n, int64_t col
 typedef void (*kern_rows_fn)(const kern_mat_t *w, const kern_act_t *a, float *y, int64_t r0,
                              int64_t r1);
 
+/* ---- low-rank adapter kernels (BGMV) ----
+ * One adapter's factors applied to n tokens that share it: shrink v = x·Aᵀ (A (r, d_in)), then
+ * expand y += v·Bt (Bt = Bᵀ, (r, d_out), the scale already folded in). Each factor row is loaded
+ * once for all n tokens. Factors are F32 or BF16 (kern_mat_t.type; I8 is not supported: NULL
+ * slot). Activations stay fp32 and products are exact fp32 products of the stored values (bf16 is
+ * widened, never activations rounded — the adapter path is computed in fp32), only summation
+ * order differs from the reference: |err| <= 1e-5 * sum|terms| (for expand, the prior y[t, c]
+ * counts as one of the terms: it is added once, after the r products are summed).
+ * A token's result does not depend on n or on [c0, c1) (the same value, bit for bit, whatever
+ * tokens share the call and however the columns are split, e.g. across threads).
+ * Any n ≥ 1 (n ≤ 0 does nothing), any sizes and strides, any alignment of every pointer.
+ * All pointers borrowed for the call; outputs must not overlap inputs. Reentrant, no
+ * allocation, cannot fail.
+ */
+/* v[t*ldv + j] = Σ_k x[t*ldx + k] · A[j, k]  for t < n, j < a->rows; k < a->cols. */
+typedef void (*kern_lr_shrink_fn)(const kern_mat_t *a, const float *x, int64_t ldx, int n,
+                                  float *v, int64_t ldv);
+/* y[t*ldy + c] += Σ_j v[t*ldv + j] · Bt[j, c]  for t < n, c in [c0, c1), j < bt->rows.
+ * 0 ≤ c0 ≤ c1 ≤ bt->cols; other columns of y are not touched, so threads may run disjoint
+ * column ranges of one call concurrently. */
+typedef void (*kern_lr_expand_fn)(const kern_mat_t *bt, const float *v, int64_t ldv, int n,
+                                  float *y, int64_t ldy, int64_t c0, int64_t c1);
+
 typedef struct kern_ops_s {
     /* read-only: static tables, valid for the life of the process */
     const char *name;                /* "ref", "avx2", "avx512", "avx512-vnni", "avx512-bf16" */
     const char *path[KERN_W_COUNT];  /* per weight type, e.g. "bf16 dpbf16", "int8 vnni" */
     kern_prep_fn prep;
     kern_rows_fn rows[KERN_W_COUNT]; /* indexed by kern_wtype_t */
+    kern_lr_shrink_fn lr_shrink[KERN_W_COUNT]; /* F32 and BF16 factors; NULL for I8 */
+    kern_lr_expand_fn lr_expand[KERN_W_COUNT]; /* F32 and BF16 factors; NULL for I8 */
 } kern_ops_t;
 
 typedef enum {
@@ -188,5 +213,20 @@ void kern_f32_to_bf16_n(const float *src, uint16_t *dst, size_t n);
  * |src − q · scale| ≤ scale / 2. src (rows, cols) fp32; q (rows, cols); scale (rows).
  * Non-finite inputs are the caller's problem (the scale becomes Inf/NaN). */
 void kern_quant_i8_rows(const float *src, int64_t rows, int64_t cols, int8_t *q, float *scale);
+
+/* ---- activations as the kernels see them ---- */
+
+/* What a backend's rows kernel for weights of type wt multiplies instead of the fp32
+ * activations: the fp32 values themselves, their bf16 rounding (dpbf16 path), or their per-token
+ * int8 quantisation q · sx (vnni path). Callers that compute part of a layer another way
+ * (sgemm for prompt-sized steps, linear.h) apply the same rounding first, so a token's result
+ * does not depend on which path its step took. */
+typedef enum { KERN_ACT_F32 = 0, KERN_ACT_BF16, KERN_ACT_I8 } kern_act_round_t;
+
+kern_act_round_t kern_act_rounding(const kern_ops_t *ops, kern_wtype_t wt, int64_t cols);
+
+/* out[n, cols] = x rounded as mode says (bit-identical to what the kernels use). out may equal
+ * x. */
+void kern_round_acts(kern_act_round_t mode, const float *x, int n, int64_t cols, float *out);
 
 #endif

@@ -27,6 +27,11 @@
  * Horizontal sums: 16 accumulators are reduced by one transposing shuffle tree (~45 ops)
  * instead of 16 separate reductions (~160).
  *
+ * The low-rank adapter kernels (lr_shrink, lr_expand; the same code in all three tables)
+ * always compute in fp32: bf16 factors are widened, activations never rounded. Shrink is the
+ * widening rows kernel with an output stride; expand streams Bt in 16-column vectors, r summed
+ * in registers per (token, vector) before y is touched (see expand_tile).
+ *
  * Everything carries function-level target attributes; this file is safe to compile and link
  * into a binary for any x86-64 and only runs after kern_dispatch.c checked the CPU.
  */
@@ -148,6 +153,13 @@ INL T512 __m512i reduce_epi32(const __m512i *acc, const int cnt) {
     return tree16_epi32(v);
 }
 
+/* 16 bf16 values (masked lanes zero) widened to fp32 exactly: the bf16 bits are the top half of
+ * the fp32, so a zero-extend and a 16-bit shift. */
+INL T512 __m512 load_bf16x16(__mmask16 m, const void *p) {
+    __m256i h = _mm256_maskz_loadu_epi16(m, p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
 /* Lane m = t·R + i of a tile ← p[i] (per-row values, e.g. scales). R ∈ {1, 4, 8}. */
 INL T512 __m512 per_row(const float *p, const int R) {
     if (R == 1) return _mm512_set1_ps(p[0]);
@@ -172,17 +184,17 @@ INL T512 __m512i per_tok_epi32(const int32_t *p, const int R, const int T) {
     return _mm512_permutexvar_epi32(_mm512_loadu_si512(DIV4), v);
 }
 
-/* y[t0 + t, r + i] = lane t·R + i of res. */
-INL T512 void store_tile(float *y, int64_t rows, int64_t r, int t0, const int R, const int T,
+/* y[t0 + t, r + i] = lane t·R + i of res; y has row stride ldy. */
+INL T512 void store_tile(float *y, int64_t ldy, int64_t r, int t0, const int R, const int T,
                          __m512 res) {
     if (R == 8) {
-        _mm256_storeu_ps(y + (size_t)t0 * (size_t)rows + (size_t)r, _mm512_castps512_ps256(res));
+        _mm256_storeu_ps(y + (size_t)t0 * (size_t)ldy + (size_t)r, _mm512_castps512_ps256(res));
         return;
     }
     float tmp[16];
     _mm512_storeu_ps(tmp, res);
     UNROLL for (int t = 0; t < T; t++) {
-        float *yt = y + (size_t)(t0 + t) * (size_t)rows + (size_t)r;
+        float *yt = y + (size_t)(t0 + t) * (size_t)ldy + (size_t)r;
         if (R == 4)
             _mm_storeu_ps(yt, _mm_loadu_ps(tmp + 4 * t));
         else
@@ -219,7 +231,8 @@ typedef struct {
  * (bf16 dpbf16 ~95 %, int8 vnni ~80 %, 576 columns, L2-resident). Out-of-line tiles
  * (noinline) cost another ~25 % at 576 columns in call and set-up overhead. */
 #define TILE_PARAMS                                                                         \
-    const kern_mat_t *w, const kern_act_t *a, float *y, int64_t r, int t0, int pf, chunk_t c
+    const kern_mat_t *w, const kern_act_t *a, float *y, int64_t ldy, int64_t r, int t0,     \
+        int pf, chunk_t c
 
 /* The k loop: S columns per step, WB / XB bytes per step of a weight row / token row. When
  * pf > 0, the same columns of the R rows pf rows further on (the next block) are prefetched,
@@ -263,7 +276,7 @@ INL T512 void tile_f32(TILE_PARAMS, const int R, const int T) {
     KLOOP(16, 64, 64, f32_step(acc, pw, ws, px, xs, (__mmask16)0xffff, R, T))
     if (k < c.k1) f32_step(acc, pw, ws, px, xs, (__mmask16)((1u << (c.k1 - k)) - 1), R, T);
     TILE_SAVE(__m512)
-    store_tile(y, w->rows, r, t0, R, T, reduce_ps(acc, R * T));
+    store_tile(y, ldy, r, t0, R, T, reduce_ps(acc, R * T));
 }
 
 /* bf16 weights widened to fp32 (<< 16), fp32 activations: exact products. */
@@ -271,8 +284,7 @@ INL T512 void bf16w_step(__m512 *acc, const char *pw, size_t ws, const char *px,
                          __mmask16 m, const int R, const int T) {
     __m512 wv[8];
     UNROLL for (int i = 0; i < R; i++) {
-        __m256i h = _mm256_maskz_loadu_epi16(m, pw + i * ws);
-        wv[i] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+        wv[i] = load_bf16x16(m, pw + i * ws);
         IN_REG(wv[i]);
     }
     UNROLL for (int t = 0; t < T; t++) {
@@ -292,7 +304,7 @@ INL T512 void tile_bf16w(TILE_PARAMS, const int R, const int T) {
     KLOOP(16, 32, 64, bf16w_step(acc, pw, ws, px, xs, (__mmask16)0xffff, R, T))
     if (k < c.k1) bf16w_step(acc, pw, ws, px, xs, (__mmask16)((1u << (c.k1 - k)) - 1), R, T);
     TILE_SAVE(__m512)
-    store_tile(y, w->rows, r, t0, R, T, reduce_ps(acc, R * T));
+    store_tile(y, ldy, r, t0, R, T, reduce_ps(acc, R * T));
 }
 
 /* int8 weights widened to fp32, fp32 activations, row scale applied to the sum. */
@@ -322,7 +334,7 @@ INL T512 void tile_i8w(TILE_PARAMS, const int R, const int T) {
     if (k < c.k1) i8w_step(acc, pw, ws, px, xs, (__mmask16)((1u << (c.k1 - k)) - 1), R, T);
     TILE_SAVE(__m512)
     __m512 res = _mm512_mul_ps(reduce_ps(acc, R * T), per_row(w->scale + r, R));
-    store_tile(y, w->rows, r, t0, R, T, res);
+    store_tile(y, ldy, r, t0, R, T, res);
 }
 
 /* int8 weights × int8 activations through vpdpbusd (u8 × s8). The weights are made unsigned
@@ -358,7 +370,7 @@ INL T512VNNI void tile_i8v(TILE_PARAMS, const int R, const int T) {
     __m512i corr = _mm512_slli_epi32(per_tok_epi32(a->xsum + t0, R, T), 7);
     __m512 s = _mm512_cvtepi32_ps(_mm512_sub_epi32(reduce_epi32(acc, R * T), corr));
     __m512 f = _mm512_mul_ps(per_row(w->scale + r, R), per_tok(a->xs + t0, R, T));
-    store_tile(y, w->rows, r, t0, R, T, _mm512_mul_ps(s, f));
+    store_tile(y, ldy, r, t0, R, T, _mm512_mul_ps(s, f));
 }
 
 /* bf16 weights × bf16 activations through vdpbf16ps (pairs of products into fp32). */
@@ -387,7 +399,7 @@ INL T512BF16 void tile_bf16d(TILE_PARAMS, const int R, const int T) {
     if (k < c.k1)
         bf16d_step(acc, pw, ws, px, xs, (__mmask32)((1u << (c.k1 - k)) - 1), R, T);
     TILE_SAVE(__m512)
-    store_tile(y, w->rows, r, t0, R, T, reduce_ps(acc, R * T));
+    store_tile(y, ldy, r, t0, R, T, reduce_ps(acc, R * T));
 }
 
 /* The (R, T) shapes the drivers use, each its own function. */
@@ -396,7 +408,7 @@ INL T512BF16 void tile_bf16d(TILE_PARAMS, const int R, const int T) {
 #endif
 #define INSTANCE(KIND, ATTR, R, T)                                                          \
     static TILE_INLINE ATTR void KIND##_##R##_##T(TILE_PARAMS) {                           \
-        KIND(w, a, y, r, t0, pf, c, R, T);                                                  \
+        KIND(w, a, y, ldy, r, t0, pf, c, R, T);                                            \
     }
 #define INSTANCES(KIND, ATTR)                                                               \
     INSTANCE(KIND, ATTR, 8, 1)                                                              \
@@ -417,7 +429,9 @@ INSTANCES(tile_bf16d, T512BF16)
 
 /* ---- row-range drivers ---- */
 
-/* n = 1: blocks of 8 rows (8 chains, 8 streams), then 4, then 1; one pass over all columns.
+/* NAME##_ld(w, a, y, ldy, r0, r1): y with row stride ldy (the lr shrink's v); NAME: ldy =
+ * w->rows, the kern_rows_fn.
+ * n = 1: blocks of 8 rows (8 chains, 8 streams), then 4, then 1; one pass over all columns.
  * n ≥ 2: blocks of 4 rows; tokens in ceil(n / 4) tiles of balanced size (n = 5 → 3 + 2, not
  * 4 + 1, so every pass has ≥ 8 independent chains); columns in chunks of KC (when n ≤ 32),
  * all token tiles of a chunk before the next chunk, partial sums parked in save. The first
@@ -431,10 +445,10 @@ INSTANCES(tile_bf16d, T512BF16)
             const int pf = R == 4 && j == 0 && n >= PF_MIN_N ? PF_ROWS : 0;                 \
             c.save = save + 16 * j;                                                         \
             switch (tt) {                                                                   \
-            case 1: KIND##_##R##_1(w, a, y, r, t0, pf, c); break;                           \
-            case 2: KIND##_##R##_2(w, a, y, r, t0, pf, c); break;                           \
-            case 3: KIND##_##R##_3(w, a, y, r, t0, pf, c); break;                           \
-            default: KIND##_##R##_4(w, a, y, r, t0, pf, c); break;                          \
+            case 1: KIND##_##R##_1(w, a, y, ldy, r, t0, pf, c); break;                     \
+            case 2: KIND##_##R##_2(w, a, y, ldy, r, t0, pf, c); break;                     \
+            case 3: KIND##_##R##_3(w, a, y, ldy, r, t0, pf, c); break;                     \
+            default: KIND##_##R##_4(w, a, y, ldy, r, t0, pf, c); break;                    \
             }                                                                               \
             t0 += tt;                                                                       \
         }                                                                                   \
@@ -442,16 +456,16 @@ INSTANCES(tile_bf16d, T512BF16)
     }
 
 #define DEFINE_ROWS(NAME, ATTR, KIND, KC, VEC)                                              \
-    static ATTR void NAME(const kern_mat_t *w, const kern_act_t *a, float *y, int64_t r0,   \
-                          int64_t r1) {                                                     \
+    static ATTR void NAME##_ld(const kern_mat_t *w, const kern_act_t *a, float *y,          \
+                               int64_t ldy, int64_t r0, int64_t r1) {                      \
         const int n = a->n;                                                                 \
         const int64_t cols = w->cols;                                                       \
         int64_t r = r0;                                                                     \
         if (n == 1) {                                                                       \
             const chunk_t c1 = {.k0 = 0, .k1 = cols, .first = 1, .last = 1};                \
-            for (; r + 8 <= r1; r += 8) KIND##_8_1(w, a, y, r, 0, PF_ROWS_N1, c1);          \
-            for (; r + 4 <= r1; r += 4) KIND##_4_1(w, a, y, r, 0, 0, c1);                   \
-            for (; r < r1; r++) KIND##_1_1(w, a, y, r, 0, 0, c1);                           \
+            for (; r + 8 <= r1; r += 8) KIND##_8_1(w, a, y, ldy, r, 0, PF_ROWS_N1, c1);    \
+            for (; r + 4 <= r1; r += 4) KIND##_4_1(w, a, y, ldy, r, 0, 0, c1);             \
+            for (; r < r1; r++) KIND##_1_1(w, a, y, ldy, r, 0, 0, c1);                     \
             return;                                                                         \
         }                                                                                   \
         const int ntile = (n + 3) / 4, base = n / ntile, extra = n % ntile;                 \
@@ -459,6 +473,10 @@ INSTANCES(tile_bf16d, T512BF16)
         VEC save[MAX_TILES * 16];                                                           \
         for (; r + 4 <= r1; r += 4) BLOCK(KIND, 4)                                          \
         for (; r < r1; r++) BLOCK(KIND, 1)                                                  \
+    }                                                                                       \
+    static ATTR void NAME(const kern_mat_t *w, const kern_act_t *a, float *y, int64_t r0,   \
+                          int64_t r1) {                                                     \
+        NAME##_ld(w, a, y, w->rows, r0, r1);                                                \
     }
 
 DEFINE_ROWS(rows_f32, T512, tile_f32, KC_F32, __m512)
@@ -476,6 +494,116 @@ static T512VNNI void rows_i8v(const kern_mat_t *w, const kern_act_t *a, float *y
         return;
     }
     rows_i8v_core(w, a, y, r0, r1);
+}
+
+/* ---- low-rank adapter kernels ---- */
+
+/* Shrink is a matmul of A against the caller's x with an output stride: the widening rows
+ * kernels above as they are (8 A rows per pass at n = 1, else 4 rows × up to 4 tokens; x read
+ * unaligned, in place). Never dpbf16, not even in the avx512-bf16 table: the adapter path
+ * keeps fp32 activations. */
+static T512 void lr_shrink_f32(const kern_mat_t *a, const float *x, int64_t ldx, int n,
+                               float *v, int64_t ldv) {
+    const kern_act_t act = {.x = x, .ldx = ldx, .n = n, .cols = a->cols};
+    if (n > 0) rows_f32_ld(a, &act, v, ldv, 0, a->rows);
+}
+
+static T512 void lr_shrink_bf16(const kern_mat_t *a, const float *x, int64_t ldx, int n,
+                                float *v, int64_t ldv) {
+    const kern_act_t act = {.x = x, .ldx = ldx, .n = n, .cols = a->cols};
+    if (n > 0) rows_bf16w_ld(a, &act, v, ldv, 0, a->rows);
+}
+
+#ifndef LR_PF
+/* expand: prefetch the Bt rows this many column groups ahead, 0 = none. Measured cold, r = 16
+ * (bench_kernels-like, busy host): 1 is 15–40 % faster than none at n = 8, within ±10 % at
+ * n = 1; 2 and 4 were no better than 1. */
+#define LR_PF 1
+#endif
+
+/* Expand tile: T tokens from t0 × CW vectors of 16 columns from c (the last vector masked by
+ * ml). For each of the r rows of Bt the CW vectors are loaded (widened) once and used by all
+ * T tokens; the T·CW sums stay in registers until the end, then each y vector is loaded,
+ * added to and stored once. T × CW ≤ 4 × 4 (16 accumulators + 4 Bt vectors + 1 broadcast),
+ * or 1 × 8 for a lone token. Each output is one FMA chain over j in order, then + y: the same
+ * value whatever tile computes it.
+ * pf > 0: the same rows pf groups further right are prefetched, one line per 64 bytes (past
+ * the end of a row they are only wasted prefetches, which never fault). */
+INL T512 void expand_tile(const kern_mat_t *bt, const float *v, int64_t ldv, int t0, float *y,
+                          int64_t ldy, int64_t c, __mmask16 ml, int pf, const int T,
+                          const int CW, const kern_wtype_t TY) {
+    const size_t es = TY == KERN_W_F32 ? 4 : 2, rs = (size_t)bt->cols * es;
+    const char *pb = (const char *)bt->data + (size_t)c * es;
+    const float *vp = v + (size_t)t0 * (size_t)ldv;
+    uintptr_t pp = (uintptr_t)pb + (size_t)pf * CW * 16 * es;
+    __m512 acc[16];
+    UNROLL for (int m = 0; m < T * CW; m++) acc[m] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < bt->rows; j++, pb += rs, pp += rs) {
+        if (pf)
+            UNROLL for (size_t l = 0; l < CW * 16 * es; l += 64)
+                _mm_prefetch((const char *)(pp + l), _MM_HINT_T0);
+        __m512 b[8];
+        UNROLL for (int q = 0; q < CW; q++) {
+            const __mmask16 m = q == CW - 1 ? ml : (__mmask16)0xffff;
+            b[q] = TY == KERN_W_F32 ? _mm512_maskz_loadu_ps(m, pb + 64 * q)
+                                    : load_bf16x16(m, pb + 32 * q);
+            IN_REG(b[q]);
+        }
+        UNROLL for (int t = 0; t < T; t++) {
+            const __m512 vv = _mm512_set1_ps(vp[(size_t)t * (size_t)ldv + (size_t)j]);
+            UNROLL for (int q = 0; q < CW; q++)
+                acc[t * CW + q] = _mm512_fmadd_ps(b[q], vv, acc[t * CW + q]);
+        }
+    }
+    UNROLL for (int t = 0; t < T; t++) UNROLL for (int q = 0; q < CW; q++) {
+            const __mmask16 m = q == CW - 1 ? ml : (__mmask16)0xffff;
+            float *yp = y + (size_t)(t0 + t) * (size_t)ldy + (size_t)c + 16 * (size_t)q;
+            _mm512_mask_storeu_ps(yp, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, yp),
+                                                       acc[t * CW + q]));
+        }
+}
+
+#define EXPAND_TILES(CW, ML, PF0)                                                           \
+    for (int i = 0, t0 = 0; i < ntile; i++) {                                               \
+        const int tt = base + (i < extra), pf = i == 0 ? (PF0) : 0;                         \
+        switch (tt) {                                                                       \
+        case 1: expand_tile(bt, v, ldv, t0, y, ldy, c, ML, pf, 1, CW, TY); break;          \
+        case 2: expand_tile(bt, v, ldv, t0, y, ldy, c, ML, pf, 2, CW, TY); break;          \
+        case 3: expand_tile(bt, v, ldv, t0, y, ldy, c, ML, pf, 3, CW, TY); break;          \
+        default: expand_tile(bt, v, ldv, t0, y, ldy, c, ML, pf, 4, CW, TY); break;         \
+        }                                                                                   \
+        t0 += tt;                                                                           \
+    }
+
+/* Column groups of 64 (4 vectors), then single vectors, the last one masked; tokens in
+ * ceil(n / 4) tiles of balanced size, as in the rows drivers. The first token tile of a group
+ * streams its Bt block (r × 64 columns, ≤ 16 KiB at r = 64) from DRAM and prefetches the next
+ * group's; the other token tiles find the block in L1. A lone token (BGMV decode) takes
+ * groups of 128 first: 4 FMA chains leave the two FMA pipes half idle when Bt is in cache
+ * (r = 16, d = 2048, f32 hot: 2.1 → 1.2 µs) and it streamed ~10 % faster cold. */
+INL T512 void expand_any(const kern_mat_t *bt, const float *v, int64_t ldv, int n, float *y,
+                         int64_t ldy, int64_t c0, int64_t c1, const kern_wtype_t TY) {
+    if (n <= 0) return;
+    const int ntile = (n + 3) / 4, base = n / ntile, extra = n % ntile;
+    int64_t c = c0;
+    if (n == 1)
+        for (; c + 128 <= c1; c += 128)
+            expand_tile(bt, v, ldv, 0, y, ldy, c, 0xffff, LR_PF, 1, 8, TY);
+    for (; c + 64 <= c1; c += 64) EXPAND_TILES(4, (__mmask16)0xffff, LR_PF)
+    for (; c < c1; c += 16) {
+        const __mmask16 ml = c1 - c >= 16 ? 0xffff : (__mmask16)((1u << (c1 - c)) - 1);
+        EXPAND_TILES(1, ml, 0)
+    }
+}
+
+static T512 void lr_expand_f32(const kern_mat_t *bt, const float *v, int64_t ldv, int n,
+                               float *y, int64_t ldy, int64_t c0, int64_t c1) {
+    expand_any(bt, v, ldv, n, y, ldy, c0, c1, KERN_W_F32);
+}
+
+static T512 void lr_expand_bf16(const kern_mat_t *bt, const float *v, int64_t ldv, int n,
+                                float *y, int64_t ldy, int64_t c0, int64_t c1) {
+    expand_any(bt, v, ldv, n, y, ldy, c0, c1, KERN_W_BF16);
 }
 
 /* ---- activation prep ---- */
@@ -569,6 +697,8 @@ const kern_ops_t kern__avx512_ops = {
     .path = {"f32 fma", "bf16 widen", "int8 widen"},
     .prep = kern__prep_fp32act,
     .rows = {rows_f32, rows_bf16w, rows_i8w},
+    .lr_shrink = {lr_shrink_f32, lr_shrink_bf16, NULL},
+    .lr_expand = {lr_expand_f32, lr_expand_bf16, NULL},
 };
 
 const kern_ops_t kern__avx512_vnni_ops = {
@@ -576,6 +706,8 @@ const kern_ops_t kern__avx512_vnni_ops = {
     .path = {"f32 fma", "bf16 widen", "int8 vnni"},
     .prep = prep_vnni,
     .rows = {rows_f32, rows_bf16w, rows_i8v},
+    .lr_shrink = {lr_shrink_f32, lr_shrink_bf16, NULL},
+    .lr_expand = {lr_expand_f32, lr_expand_bf16, NULL},
 };
 
 const kern_ops_t kern__avx512_bf16_ops = {
@@ -583,4 +715,6 @@ const kern_ops_t kern__avx512_bf16_ops = {
     .path = {"f32 fma", "bf16 dpbf16", "int8 vnni"},
     .prep = prep_bf16,
     .rows = {rows_f32, rows_bf16d, rows_i8v},
+    .lr_shrink = {lr_shrink_f32, lr_shrink_bf16, NULL},
+    .lr_expand = {lr_expand_f32, lr_expand_bf16, NULL},
 };

@@ -149,3 +149,12 @@ void kern_matmul_mt(const kern_ops_t *ops, kern_pool_t *pool, const kern_mat_t *
     mt_job_t j = {.ops = ops, .w = w, .a = &a, .y = y};
     kern_pool_run(pool, mt_range, &j, w->rows, 16);
 }
+
+kern_act_round_t kern_act_rounding(const kern_ops_t *ops, kern_wtype_t wt, int64_t cols) {
+    if (wt == KERN_W_BF16 && ops == &kern__avx512_bf16_ops) return KERN_ACT_BF16;
+    /* the VNNI prep falls back to fp32 activations past the int32-safe width */
+    if (wt == KERN_W_I8 && (ops == &kern__avx512_vnni_ops || ops == &kern__avx512_bf16_ops) &&
+        cols <= 65536)
+        return KERN_ACT_I8;
+    return KERN_ACT_F32;
+}

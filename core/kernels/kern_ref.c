@@ -4,6 +4,7 @@
  * Activations stay fp32; bf16 weights are widened exactly and int8 weights are used as
  * q · scale, so the only rounding is fp32 accumulation in k order. Each weight row is read
  * once and dotted against all n tokens while it is in L1 (the loop order is row, then token).
+ * The low-rank adapter kernels (lr_shrink, lr_expand) follow the same rules.
  */
 #include "kern_int.h"
 
@@ -53,6 +54,73 @@ static void rows_i8(const kern_mat_t *w, const kern_act_t *a, float *y, int64_t 
     }
 }
 
+/* ---- low-rank adapter kernels ---- */
+
+/* Element i of a factor as fp32; TY is a constant at every call, so the switch folds away. */
+static inline __attribute__((always_inline)) float fac(const void *p, size_t i,
+                                                      const kern_wtype_t TY) {
+    return TY == KERN_W_BF16 ? kern__bf16f(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+/* Row j of A, then every token against it: A is read once for all n tokens. */
+static inline __attribute__((always_inline)) void lr_shrink(const kern_mat_t *a, const float *x,
+                                                            int64_t ldx, int n, float *v,
+                                                            int64_t ldv, const kern_wtype_t TY) {
+    const int64_t d = a->cols;
+    for (int64_t j = 0; j < a->rows; j++) {
+        const size_t row = (size_t)j * (size_t)d;
+        for (int t = 0; t < n; t++) {
+            const float *xt = x + (size_t)t * (size_t)ldx;
+            float s = 0.0f;
+            for (int64_t k = 0; k < d; k++) s += fac(a->data, row + (size_t)k, TY) * xt[k];
+            v[(size_t)t * (size_t)ldv + (size_t)j] = s;
+        }
+    }
+}
+
+/* Columns in tiles of LR_TILE: the tile's r × LR_TILE block of Bt serves every token from L1,
+ * and each output sums its r products in j order before it is added to y (once). */
+#define LR_TILE 16
+
+static inline __attribute__((always_inline)) void lr_expand(const kern_mat_t *bt,
+                                                            const float *v, int64_t ldv, int n,
+                                                            float *y, int64_t ldy, int64_t c0,
+                                                            int64_t c1, const kern_wtype_t TY) {
+    for (int64_t c = c0; c < c1; c += LR_TILE) {
+        const int w = c1 - c < LR_TILE ? (int)(c1 - c) : LR_TILE;
+        for (int t = 0; t < n; t++) {
+            const float *vt = v + (size_t)t * (size_t)ldv;
+            float s[LR_TILE] = {0};
+            for (int64_t j = 0; j < bt->rows; j++) {
+                const size_t row = (size_t)j * (size_t)bt->cols + (size_t)c;
+                for (int i = 0; i < w; i++) s[i] += vt[j] * fac(bt->data, row + (size_t)i, TY);
+            }
+            float *yt = y + (size_t)t * (size_t)ldy + (size_t)c;
+            for (int i = 0; i < w; i++) yt[i] += s[i];
+        }
+    }
+}
+
+static void lr_shrink_f32(const kern_mat_t *a, const float *x, int64_t ldx, int n, float *v,
+                          int64_t ldv) {
+    lr_shrink(a, x, ldx, n, v, ldv, KERN_W_F32);
+}
+
+static void lr_shrink_bf16(const kern_mat_t *a, const float *x, int64_t ldx, int n, float *v,
+                           int64_t ldv) {
+    lr_shrink(a, x, ldx, n, v, ldv, KERN_W_BF16);
+}
+
+static void lr_expand_f32(const kern_mat_t *bt, const float *v, int64_t ldv, int n, float *y,
+                          int64_t ldy, int64_t c0, int64_t c1) {
+    lr_expand(bt, v, ldv, n, y, ldy, c0, c1, KERN_W_F32);
+}
+
+static void lr_expand_bf16(const kern_mat_t *bt, const float *v, int64_t ldv, int n, float *y,
+                           int64_t ldy, int64_t c0, int64_t c1) {
+    lr_expand(bt, v, ldv, n, y, ldy, c0, c1, KERN_W_BF16);
+}
+
 /* ---- table ---- */
 
 const kern_ops_t kern__ref_ops = {
@@ -60,4 +128,6 @@ const kern_ops_t kern__ref_ops = {
     .path = {"f32 scalar", "bf16 scalar", "int8 scalar"},
     .prep = kern__prep_none,
     .rows = {rows_f32, rows_bf16, rows_i8},
+    .lr_shrink = {lr_shrink_f32, lr_shrink_bf16, NULL},
+    .lr_expand = {lr_expand_f32, lr_expand_bf16, NULL},
 };

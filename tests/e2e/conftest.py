@@ -30,14 +30,6 @@ def binary():
 
 
 @pytest.fixture(scope="session")
-def synth_bin():
-    path = os.environ.get("LORAMUX_SYNTH", str(ROOT / "build" / "loramux-synth"))
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"{path} is not built; run `make build/loramux-synth` first")
-    return path
-
-
-@pytest.fixture(scope="session")
 def fixtures():
     path = pathlib.Path(os.environ.get("LORAMUX_FIXTURES", ROOT.parent / "shared" / "fixtures"))
     if not path.is_dir():
@@ -56,18 +48,21 @@ def run(binary):
 # ---- models and adapters (made once per session, lazily) ----
 
 class Models:
-    """Model and adapter directories. Synthetic ones are written on first use."""
+    """Model and adapter directories. Synthetic ones are written on first use, by
+    `loramux synth-model` / `loramux synth-adapter` (binary is the loramux executable)."""
 
-    def __init__(self, fixtures, synth_bin, tmp):
+    def __init__(self, fixtures, binary, tmp):
         self.fixtures = fixtures
-        self.synth_bin = synth_bin
+        self.binary = binary
         self.tmp = tmp
         self._made = {}
 
-    def _synth(self, *args):
-        r = subprocess.run([self.synth_bin, *map(str, args)], capture_output=True, text=True,
-                           timeout=300)
-        assert r.returncode == 0, f"loramux-synth {' '.join(map(str, args))}: {r.stderr}"
+    def _synth(self, what, *args):
+        """Runs `loramux synth-<what> args...` (what: "model" or "adapter")."""
+        cmd = [self.binary, f"synth-{what}", *map(str, args)]
+        env = dict(os.environ, LORAMUX_FIXTURES=str(self.fixtures))
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        assert r.returncode == 0, f"{' '.join(cmd)}: {r.stderr}"
 
     @property
     def stories(self):
@@ -135,8 +130,8 @@ class Models:
 
 
 @pytest.fixture(scope="session")
-def models(fixtures, synth_bin, tmp_path_factory):
-    return Models(fixtures, synth_bin, tmp_path_factory.mktemp("models"))
+def models(fixtures, binary, tmp_path_factory):
+    return Models(fixtures, binary, tmp_path_factory.mktemp("models"))
 
 
 # ---- HTTP helpers ----

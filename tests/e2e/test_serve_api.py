@@ -113,8 +113,12 @@ def test_greedy_matches_generate_command(srv, run, models, prompt):
 
 
 def test_streaming_completion_events(srv):
-    full = srv.completion(prompt="Lily", max_tokens=30, **greedy())
-    st = srv.stream("/v1/completions", dict(prompt="Lily", max_tokens=30, **greedy()))
+    # 200 tokens: a step of this tiny model takes well under a millisecond, and a stream
+    # carries whatever text is new when the connection's thread wakes, so a short generation
+    # can legitimately arrive as one or two events
+    full = srv.completion(prompt="Lily", max_tokens=200, ignore_eos=True, **greedy())
+    st = srv.stream("/v1/completions", dict(prompt="Lily", max_tokens=200, ignore_eos=True,
+                                            **greedy()))
     assert st.status == 200
     assert st.headers["content-type"].startswith("text/event-stream")
     st.read_all()

@@ -684,7 +684,7 @@ def test_uploads_need_the_api_key_before_any_byte_is_stored(server, models, tmp_
 @pytest.fixture(scope="module")
 def r64(models):
     """stories260K adapters of rank 64 on every projection (~1.48 MB resident each): a
-    4 MiB budget holds two."""
+    4 MiB budget holds two (fp32 factors: the sizes below assume them)."""
     return lambda seed: models.adapter(models.stories, rank=64, targets="all", seed=seed)
 
 
@@ -701,7 +701,8 @@ def use(srv, model):
 
 
 def test_lru_eviction_under_a_budget_keeps_outputs_correct(server, models, r64):
-    s = server(models.stories, "--adapter-memory-budget-mb", BUDGET_MB)
+    s = server(models.stories, "--adapter-memory-budget-mb", BUDGET_MB,
+               "--adapter-dtype", "fp32")
     names = [f"ev{i}" for i in range(6)]
     first = {}
     for i, n in enumerate(names):
@@ -734,7 +735,8 @@ def test_lru_eviction_under_a_budget_keeps_outputs_correct(server, models, r64):
 
 
 def test_pinned_adapter_is_never_evicted(server, models, r64):
-    s = server(models.stories, "--adapter-memory-budget-mb", BUDGET_MB)
+    s = server(models.stories, "--adapter-memory-budget-mb", BUDGET_MB,
+               "--adapter-dtype", "fp32")
     upload_ok(s, "keeper", r64(110))
     assert s.post("/v1/adapters/keeper/pin", b"").status == 200
     keeper_out = use(s, "keeper")
@@ -761,7 +763,8 @@ def test_pinned_adapter_is_never_evicted(server, models, r64):
 def test_pin_of_one_name_survives_unpin_of_another_with_the_same_bytes(server, models, r64):
     """Two names, one version: pinning is per name, so unpinning "twin" must not make the
     pinned "orig" evictable."""
-    s = server(models.stories, "--adapter-memory-budget-mb", BUDGET_MB)
+    s = server(models.stories, "--adapter-memory-budget-mb", BUDGET_MB,
+               "--adapter-dtype", "fp32")
     upload_ok(s, "orig", r64(120))
     upload_ok(s, "twin", r64(120))
     assert s.post("/v1/adapters/orig/pin", b"").status == 200
@@ -779,7 +782,8 @@ def test_pin_of_one_name_survives_unpin_of_another_with_the_same_bytes(server, m
 def test_old_version_of_a_pinned_name_does_not_stay_pinned(server, models, r64):
     """After a pinned name moves to a new version and is unpinned, nothing is pinned: the old
     version (no name refers to it) must not keep its place in the budget forever."""
-    s = server(models.stories, "--adapter-memory-budget-mb", BUDGET_MB)
+    s = server(models.stories, "--adapter-memory-budget-mb", BUDGET_MB,
+               "--adapter-dtype", "fp32")
     upload_ok(s, "p", r64(130))
     assert s.post("/v1/adapters/p/pin", b"").status == 200
     upload_ok(s, "p", r64(131))  # new version, still pinned
@@ -804,7 +808,7 @@ def test_budget_holds_again_once_an_adapter_in_use_is_released(server, models):
     above it until some later load happens to evict). On the slow SmolLM-shaped base, so that
     the first request is certainly still running while the second adapter loads."""
     budget = 2  # MiB: one rank-8 q,v adapter of this base (1.84 MB), not two
-    s = server(models.big, "--adapter-memory-budget-mb", budget)
+    s = server(models.big, "--adapter-memory-budget-mb", budget, "--adapter-dtype", "fp32")
     upload_ok(s, "held", models.adapter(models.big, rank=8, targets="q,v", seed=74))
     per = upload_ok(s, "other", models.adapter(models.big, rank=8, targets="q,v",
                                                seed=75))["resident_bytes"]
@@ -846,7 +850,8 @@ def test_replaced_versions_do_not_stay_resident(server, models, r64):
 
 
 def test_loads_happen_on_first_use_only(server, models, r64):
-    s = server(models.stories, "--adapter-memory-budget-mb", BUDGET_MB)
+    s = server(models.stories, "--adapter-memory-budget-mb", BUDGET_MB,
+               "--adapter-dtype", "fp32")
     for i in range(3):
         upload_ok(s, f"lazy{i}", r64(140 + i))
     assert not s.get("/v1/adapters/lazy0").json()["resident"]  # evicted by lazy1, lazy2

@@ -26,9 +26,9 @@
 #include "forward.h"
 #include "generate.h"
 #include "model.h"
-#include "st_writer.h"
 #include "synth_adapter.h"
 #include "synth_model.h"
+#include "synth_st_writer.h"
 #include "test_util.h"
 
 /* Logits tolerance: |diff| <= TOL · max|logit| of the row. The adapter path runs in fp32 while
@@ -117,10 +117,14 @@ static int teardown(void **state) {
 
 /* ---- helpers ---- */
 
+/* Storage of the low-rank factors for load_ok (the server's --adapter-dtype). */
+static kern_wtype_t g_factor_dtype = KERN_W_F32;
+
 static adp_adapter_t *load_ok(const core_model_t *m, const char *dir, const char *name) {
     llm_error_t err = {0};
     adp_adapter_t *a = NULL;
-    int rc = adp_load_dir(m, dir, name, NULL, &a, &err);
+    const adp_load_opts_t lo = {.dtype = g_factor_dtype};
+    int rc = adp_load_dir(m, dir, name, &lo, &a, &err);
     if (rc) fprintf(stderr, "%s: unexpected refusal: %s\n", name, err.msg);
     assert_int_equal(rc, 0);
     assert_non_null(a);
@@ -158,7 +162,9 @@ static void write_merged(fx_t *fx, const char *dir, sa_adapter_t *const *ads, co
 
 /* Four prompts and the sets they run with. */
 enum { NSEG = 4 };
-static const int k_len[NSEG] = {7, 12, 5, 7};
+/* Segment 0 has enough tokens for the SGMV (sgemm) path, segment 2 and the decode step take
+ * the BGMV kernels: every merged-weight check covers both. */
+static const int k_len[NSEG] = {9, 12, 5, 9};
 
 static void make_prompts(int32_t prompts[NSEG][16], int vocab) {
     uint64_t s = 12345;
@@ -180,7 +186,7 @@ static float *run_steps(const core_model_t *m, const core_lin_hook_t *hook,
     core_kv_pool_t *pool;
     core_fwd_t *fwd;
     assert_int_equal(core_kv_pool_create(&m->cfg, 16, &pool), 0);
-    assert_int_equal(core_fwd_create(m, 64, &fwd), 0);
+    assert_int_equal(core_fwd_create(m, 64, 0, &fwd), 0);
     if (hook) core_fwd_set_hook(fwd, hook);
     core_seq_t seq[NSEG];
     core_step_seg_t segs[NSEG];
@@ -409,6 +415,105 @@ static void test_merged_lora2(void **state) {
 
 /* Four additive adapters of different methods with weights 0.5, 1.5, −1, 0.7 in one set
  * equal W0 + Σ w_i ΔW_i (adapters.md §10.3). */
+/* bf16 factor storage (--adapter-dtype bf16). When the file holds bf16 values and the folded
+ * scale is a power of two, storing the factors in bf16 loses nothing, so the merged-weight
+ * bound is the fp32 one; the factors must really be bf16 (half the bytes). */
+static void test_merged_bf16_factors(void **state) {
+    fx_t *fx = *state;
+    g_factor_dtype = KERN_W_BF16;
+    sa_opts_t o = sa_opts_defaults(SA_LORA);
+    o.targets = SA_ALL;
+    o.r = 4;
+    o.alpha = 16; /* s = 4 */
+    o.dtype = CORE_DT_BF16;
+    check_variant(fx, &o, "lora r4 bf16 factors");
+    o = sa_opts_defaults(SA_RSLORA);
+    o.targets = SA_ALL;
+    o.r = 4;
+    o.alpha = 4; /* s = 4 / sqrt(4) = 2 */
+    o.dtype = CORE_DT_BF16;
+    check_variant(fx, &o, "rslora r4 bf16 factors");
+    o = sa_opts_defaults(SA_DORA);
+    o.targets = SA_BIT(SA_Q) | SA_BIT(SA_V) | SA_BIT(SA_DOWN);
+    o.r = 4;
+    o.alpha = 8;
+    o.dtype = CORE_DT_BF16;
+    check_variant(fx, &o, "dora r4 bf16 factors");
+    o = sa_opts_defaults(SA_LORMA);
+    o.r = 4;
+    o.inflation = SA_NONE;
+    o.targets = SA_BIT(SA_Q) | SA_BIT(SA_UP);
+    o.dtype = CORE_DT_BF16;
+    o.alpha = 8;
+    check_variant(fx, &o, "lorma pre none bf16 factors");
+    o.lorma_pre = 0;
+    check_variant(fx, &o, "lorma post none bf16 factors");
+
+    /* the stored form: bf16, A (r, in) and Bᵀ (r, out), half the fp32 bytes */
+    char *d = newdir(fx, "bf16-bytes");
+    o = sa_opts_defaults(SA_LORA);
+    o.targets = SA_ALL;
+    sa_adapter_t *sa = write_adapter(d, &fx->shape, &o);
+    adp_adapter_t *h = load_ok(fx->base, d, "half");
+    g_factor_dtype = KERN_W_F32;
+    adp_adapter_t *f = load_ok(fx->base, d, "full");
+    const adp_module_t *mh = adp_module(h, 0, CORE_PROJ_Q), *mf = adp_module(f, 0, CORE_PROJ_Q);
+    assert_int_equal(mh->fa.type, KERN_W_BF16);
+    assert_int_equal(mh->fbt.type, KERN_W_BF16);
+    assert_int_equal(mf->fa.type, KERN_W_F32);
+    assert_int_equal(mh->fa.rows, mh->r);
+    assert_int_equal(mh->fa.cols, mh->d_in);
+    assert_int_equal(mh->fbt.rows, mh->r);
+    assert_int_equal(mh->fbt.cols, mh->d_out);
+    assert_int_equal(h->bytes * 2, f->bytes);
+    adp_adapter_unref(h);
+    adp_adapter_unref(f);
+    sa_adapter_free(sa);
+    free(d);
+}
+
+/* fp32 factors stored as bf16: the adapter's effect on the logits moves by about bf16's
+ * relative precision (2⁻⁸), not more. */
+static void test_bf16_factors_close_to_fp32(void **state) {
+    fx_t *fx = *state;
+    const int V = fx->base->cfg.vocab_size;
+    const int rows = k_len[0] + k_len[1] + k_len[2] + k_len[3] + 1;
+    static const int methods[] = {SA_LORA, SA_DORA, SA_LORA2};
+    for (size_t k = 0; k < sizeof methods / sizeof methods[0]; k++) {
+        char *d = newdir(fx, "bf16-close");
+        sa_opts_t o = sa_opts_defaults((sa_method_t)methods[k]);
+        o.targets = SA_ALL;
+        o.dtype = CORE_DT_F32;
+        sa_adapter_t *sa = write_adapter(d, &fx->shape, &o);
+        float *out[2];
+        for (int v = 0; v < 2; v++) {
+            g_factor_dtype = v ? KERN_W_BF16 : KERN_W_F32;
+            adp_adapter_t *ad = load_ok(fx->base, d, "close");
+            adp_set_t set = {.n = 1, .a = {ad}, .w = {1.0f}};
+            const void *with[NSEG] = {&set, NULL, &set, NULL};
+            out[v] = run_steps(fx->base, &fx->lh, with);
+            adp_adapter_unref(ad);
+        }
+        g_factor_dtype = KERN_W_F32;
+        const void *none[NSEG] = {NULL, NULL, NULL, NULL};
+        float *base = run_steps(fx->base, NULL, none);
+        double effect = 0, diff = 0;
+        for (size_t i = 0; i < (size_t)rows * V; i++) {
+            effect = fmax(effect, fabs((double)out[0][i] - base[i]));
+            diff = fmax(diff, fabs((double)out[1][i] - out[0][i]));
+        }
+        fprintf(stderr, "%s: bf16 vs fp32 factors max |diff| %.3g, adapter effect %.3g\n",
+                sa_method_name(o.method), diff, effect);
+        assert_true(effect > 1e-3);
+        assert_true(diff <= 2e-2 * effect);
+        free(out[0]);
+        free(out[1]);
+        free(base);
+        sa_adapter_free(sa);
+        free(d);
+    }
+}
+
 static void test_merged_additive_combination(void **state) {
     fx_t *fx = *state;
     sa_opts_t o[4] = {sa_opts_defaults(SA_LORA), sa_opts_defaults(SA_LORMA),
@@ -902,7 +1007,7 @@ static void test_smollm_real_adapters(void **state) {
     core_kv_pool_t *pool;
     core_fwd_t *fwd;
     assert_int_equal(core_kv_pool_create(&m->cfg, 4, &pool), 0);
-    assert_int_equal(core_fwd_create(m, 16, &fwd), 0);
+    assert_int_equal(core_fwd_create(m, 16, 0, &fwd), 0);
     core_fwd_set_hook(fwd, &lh);
     core_seq_t sq[3];
     int32_t toks[4] = {1, 17, 300, 42};
@@ -1270,8 +1375,9 @@ static void check_patterns(fx_t *fx, const char *extra, const char *version, con
                 fprintf(stderr, "layer %d %s: r %d, expected %d\n", l, sa_proj_name(p), am->r,
                         sm->r);
             assert_int_equal(am->r, sm->r);
-            /* B is stored with s folded in */
-            double s = (double)am->b[1] / sm->b[1];
+            /* B is stored transposed, (r, out), with s folded in: compare B[0][1] */
+            assert_int_equal(am->fbt.type, KERN_W_F32);
+            double s = (double)((const float *)am->fbt.data)[am->fbt.cols] / sm->b[1];
             if (fabs(s - want_s[l][p]) > 1e-5 * want_s[l][p])
                 fprintf(stderr, "%s layer %d %s: scale %g, expected %g\n",
                         version ? version : "current", l, sa_proj_name(p), s, want_s[l][p]);
@@ -1436,6 +1542,8 @@ int main(void) {
         cmocka_unit_test(test_mora_type_defaults_to_1),
         cmocka_unit_test(test_mora_lora_b_wins),
         cmocka_unit_test(test_lora_bias),
+        cmocka_unit_test(test_merged_bf16_factors),
+        cmocka_unit_test(test_bf16_factors_close_to_fp32),
         cmocka_unit_test(test_batch_of_mixed_adapters_matches_solo),
         cmocka_unit_test(test_stories_zero_adapter_keeps_golden_ids),
         cmocka_unit_test(test_smollm_real_adapters),

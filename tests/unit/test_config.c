@@ -123,6 +123,8 @@ static void defaults(void **state) {
     assert_int_equal(c.max_upload_bytes, (int64_t)1 << 30);
     assert_int_equal(c.kv_cache_mb, 0);
     assert_int_equal(c.threads, 0);
+    assert_int_equal(c.weights, 1);       /* "bf16" of f32|bf16|int8 */
+    assert_int_equal(c.adapter_dtype, 0); /* "bf16" of bf16|fp32 */
     assert_int_equal(c.metrics_adapter_labels, 32);
     assert_true(c.shutdown_grace == 30.0);
     assert_int_equal(c.log_level, SRV_LOG_INFO);
@@ -246,6 +248,14 @@ static void flag_forms(void **state) {
     assert_string_equal(c.host, "0.0.0.0");
     assert_int_equal(c.log_level, SRV_LOG_DEBUG);
     srv_cfg_deinit(&c);
+    /* enumerations: flag and environment forms, by name */
+    char *envw[] = {"LORAMUX_ADAPTER_DTYPE=fp32", NULL};
+    assert_int_equal(load(ARGV("--model", "m", "--weights", "int8"), envw, &c, &e), 0);
+    assert_int_equal(c.weights, 2);
+    assert_int_equal(c.adapter_dtype, 1);
+    srv_cfg_deinit(&c);
+    expect_fail(ARGV("--model", "m", "--weights=BF16"), NOENV, LLM_EINVAL, "--weights",
+                "expected one of f32|bf16|int8, got \"BF16\"");
     /* --name= sets a string to "" (clears a key set by the file or the environment) */
     char *env[] = {"LORAMUX_API_KEY=secret", NULL};
     assert_int_equal(load(ARGV("--model", "/m/x", "--api-key="), env, &c, &e), 0);
@@ -406,7 +416,13 @@ static void file_bad_values(void **state) {
         {"{\"model\": \"m\", \"log_level\": \"loud\"}", "\"log_level\"", "\"loud\"", LLM_EINVAL},
         {"{\"model\": \"m\", \"request_timeout\": [1]}", "\"request_timeout\"", "[1]",
          LLM_EINVAL},
-        {"{\"model\": \"m\", \"threads\": -3}", "\"threads\"", "0..4096", LLM_ERANGE},
+        {"{\"model\": \"m\", \"threads\": -3}", "\"threads\"", "0..64", LLM_ERANGE},
+        {"{\"model\": \"m\", \"weights\": \"fp8\"}", "\"weights\": expected one of "
+         "f32|bf16|int8", "\"fp8\"", LLM_EINVAL},
+        {"{\"model\": \"m\", \"weights\": 16}", "\"weights\": expected one of", "16",
+         LLM_EINVAL},
+        {"{\"model\": \"m\", \"adapter_dtype\": \"f32\"}", "\"adapter_dtype\"", "bf16|fp32",
+         LLM_EINVAL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *f = write_tmp("bad.json", cases[i].json);
@@ -478,6 +494,7 @@ static void example_file(void **state) {
 #define check_DBL(n, a, b) assert_true(*(a) == *(b));
 #define check_BOOL(n, a, b) assert_int_equal(*(a), *(b));
 #define check_LOG(n, a, b) assert_int_equal(*(a), *(b));
+#define check_ENUM(n, a, b) assert_int_equal(*(a), *(b));
     SRV_CFG_MAP(XX)
 #undef XX
     srv_cfg_deinit(&ex);
@@ -548,7 +565,7 @@ static void help_and_markdown_cover_table(void **state) {
     }
     for (const char *p = md; *p;) {
         size_t n = strcspn(p, "\n"), bars = 0;
-        for (size_t i = 0; i < n; i++) bars += p[i] == '|';
+        for (size_t i = 0; i < n; i++) bars += p[i] == '|' && (i == 0 || p[i - 1] != '\\');
         if (bars != 6) fail_msg("markdown row with %zu '|': %.*s", bars, (int)n, p);
         p += n + (p[n] == '\n');
     }

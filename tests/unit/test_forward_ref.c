@@ -284,7 +284,7 @@ static int setup(void **state) {
         return -1;
     }
     if (core_kv_pool_create(&fx->m->cfg, 48, &fx->pool) != 0) return -1;
-    if (core_fwd_create(fx->m, 64, &fx->fwd) != 0) return -1;
+    if (core_fwd_create(fx->m, 64, 0, &fx->fwd) != 0) return -1;
     return 0;
 }
 

@@ -12,6 +12,16 @@
  *   - int8 via VNNI: activations quantised per token with step sx = max|x_t| / 127, each moved
  *     by ≤ sx/2, so |y − ref| ≤ (1 + 1e-4) · scale_r · sx · ½ · Σ_k |q_k| + 1e-5 · S.
  * The worst observed error / tolerance ratio of each (backend, dtype) is printed.
+ *
+ * The low-rank adapter kernels (lr_shrink, lr_expand) of every backend, ref included, are
+ * compared with a double-precision reference written here (factor values taken from the stored
+ * bits, bf16 widened by a shift here, not by kern_*), per output, with the contract's
+ * |err| ≤ 1e-5 · Σ|terms| (for expand the prior y is a term), on every combination of
+ * r ∈ {1, 3, 16, 64}, d ∈ {1, 7, 33, 576, 2053}, n ∈ {1, 3, 8, 33, 64} with padded strides,
+ * misaligned pointers and partial column ranges; NaN in every padding element that must not
+ * be read, and bit checks that nothing outside the outputs is written. Each result is also
+ * recomputed one token at a time (and, for expand, in two column ranges) and must match bit
+ * for bit: a token's result does not depend on its batch-mates.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,7 +33,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kern.h"
 #include "llm_error.h"
@@ -305,6 +317,391 @@ static void test_backends_exact_integers(void **state) {
                     }
                 }
         }
+    }
+}
+
+/* ---- low-rank adapter kernels (BGMV) vs a double-precision reference ---- */
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+static const uint32_t LR_POISON = 0x7fc0deadu; /* a NaN, in padding the kernels must not read */
+
+/* The value of stored bf16 bits, widened here (not by kern_*). */
+static double bf16_val(uint16_t h) { return (double)bits_f((uint32_t)h << 16); }
+
+/* A random factor (rows, cols) of type ty, its data at an offset of 0 or 1 elements into buf
+ * (so 4- and 2-byte aligned data are tested, not only malloc's 16), and val, the stored values
+ * in double. bf16: random sign, exponent and 7-bit mantissa, so every stored bit matters;
+ * f32: uniform in [-1, 1), full 24-bit mantissas. */
+typedef struct {
+    kern_mat_t m;
+    void *buf;
+    double *val; /* (rows, cols) */
+} lrfac_t;
+
+static void lrfac_make(lrfac_t *f, kern_wtype_t ty, int64_t rows, int64_t cols) {
+    const size_t e = (size_t)rows * (size_t)cols, off = rnd_u32() & 1;
+    f->buf = xmalloc((e + 1) * 4);
+    f->val = xmalloc(e * sizeof(double));
+    f->m = (kern_mat_t){.type = ty, .rows = rows, .cols = cols};
+    if (ty == KERN_W_F32) {
+        float *d = (float *)f->buf + off;
+        for (size_t i = 0; i < e; i++) f->val[i] = d[i] = rnd_f(1.0f);
+        f->m.data = d;
+    } else {
+        uint16_t *d = (uint16_t *)f->buf + off;
+        for (size_t i = 0; i < e; i++) {
+            uint32_t u = rnd_u32();
+            d[i] = (uint16_t)((u & 0x8000u) | ((120u + (u >> 20) % 12) << 7) | (u & 0x7fu));
+            f->val[i] = bf16_val(d[i]);
+        }
+        f->m.data = d;
+    }
+}
+
+static void lrfac_free(lrfac_t *f) {
+    free(f->buf);
+    free(f->val);
+}
+
+/* n rows of ld floats at an offset of 0–3 floats into a new buffer *buf (the caller frees it):
+ * the first cols of each row uniform in [-a, a), the rest LR_POISON. */
+static float *lr_rows(void **buf, int n, int64_t cols, int64_t ld, float a) {
+    const size_t off = rnd_u32() & 3, e = (size_t)n * (size_t)ld;
+    *buf = xmalloc((e + off) * 4);
+    float *p = (float *)*buf + off;
+    for (size_t i = 0; i < e; i++) {
+        if ((int64_t)(i % (size_t)ld) < cols)
+            p[i] = rnd_f(a);
+        else
+            memcpy(&p[i], &LR_POISON, 4);
+    }
+    return p;
+}
+
+/* Padding of a row stride: none in a third of the cases, else 1–8 elements. */
+static int64_t lr_pad(void) { return rnd_u32() % 3 ? 1 + (int64_t)(rnd_u32() % 8) : 0; }
+
+typedef struct {
+    double worst[2][KERN_BK_COUNT][2]; /* [shrink, expand][backend][f32, bf16]: max err/tol */
+    long checked[2][KERN_BK_COUNT][2];
+} lr_stats_t;
+
+static void lr_stats_print(const lr_stats_t *st, int op) {
+    for (int b = 0; b < KERN_BK_COUNT; b++) {
+        const kern_ops_t *ops = kern_get((kern_backend_t)b);
+        for (int ty = 0; ops && ty < 2; ty++)
+            fprintf(stderr, "  %-12s %-6s %-4s %8ld outputs, worst |err|/tol %.4f\n", ops->name,
+                    op ? "expand" : "shrink", kern_wtype_name((kern_wtype_t)ty),
+                    st->checked[op][b][ty], st->worst[op][b][ty]);
+    }
+}
+
+/* One output: |got − want| ≤ tol (NaN fails), else a message with the case and fail(). */
+static void lr_check_one(lr_stats_t *st, int op, int b, kern_wtype_t ty, float got, double want,
+                         double tol, const char *shape, int t, int64_t i) {
+    const double err = fabs((double)got - want);
+    if (!(err <= tol)) {
+        fprintf(stderr, "%s %s %s %s: out[%d][%lld] = %.9g, want %.9g, |err| %.3g > tol %.3g\n",
+                kern_get((kern_backend_t)b)->name, op ? "expand" : "shrink",
+                kern_wtype_name(ty), shape, t, (long long)i, got, want, err, tol);
+        fail();
+    }
+    if (tol > 0 && err / tol > st->worst[op][b][ty]) st->worst[op][b][ty] = err / tol;
+    st->checked[op][b][ty]++;
+}
+
+/* v = x · Aᵀ, A (r, d), n tokens: every backend against double; then each token alone. */
+static void lr_check_shrink(lr_stats_t *st, kern_wtype_t ty, int64_t r, int64_t d, int n) {
+    lrfac_t a;
+    lrfac_make(&a, ty, r, d);
+    const int64_t ldx = d + lr_pad(), ldv = r + lr_pad();
+    void *xb, *pb, *vb;
+    const float *x = lr_rows(&xb, n, d, ldx, 2.0f);
+    const float *poison = lr_rows(&pb, n, 0, ldv, 0); /* all NaN: unwritten outputs fail */
+    float *v = lr_rows(&vb, n, 0, ldv, 0);
+    double *want = xmalloc((size_t)n * (size_t)r * sizeof(double));
+    double *S = xmalloc((size_t)n * (size_t)r * sizeof(double));
+    for (int t = 0; t < n; t++)
+        for (int64_t j = 0; j < r; j++) {
+            double e = 0, sa = 0;
+            for (int64_t k = 0; k < d; k++) {
+                const double p = (double)x[t * ldx + k] * a.val[j * d + k];
+                e += p;
+                sa += fabs(p);
+            }
+            want[t * r + j] = e;
+            S[t * r + j] = sa;
+        }
+    char shape[96];
+    snprintf(shape, sizeof shape, "r=%lld d=%lld n=%d ldx=%lld ldv=%lld", (long long)r,
+             (long long)d, n, (long long)ldx, (long long)ldv);
+    for (int b = 0; b < KERN_BK_COUNT; b++) {
+        const kern_ops_t *ops = kern_get((kern_backend_t)b);
+        if (!ops) continue;
+        const size_t vsz = (size_t)n * (size_t)ldv;
+        memcpy(v, poison, vsz * 4);
+        ops->lr_shrink[ty](&a.m, x, ldx, n, v, ldv);
+        for (int t = 0; t < n; t++) {
+            for (int64_t j = 0; j < r; j++)
+                lr_check_one(st, 0, b, ty, v[t * ldv + j], want[t * r + j], 1e-5 * S[t * r + j],
+                             shape, t, j);
+            for (int64_t j = r; j < ldv; j++) assert_memory_equal(&v[t * ldv + j], poison, 4);
+        }
+        for (int t = 0; t < n; t++) {
+            float vt[64 + 8]; /* ldv ≤ r + 8 */
+            assert_true(ldv <= (int64_t)COUNT(vt));
+            memcpy(vt, poison, (size_t)ldv * 4);
+            ops->lr_shrink[ty](&a.m, x + t * ldx, ldx, 1, vt, ldv);
+            if (memcmp(vt, v + t * ldv, (size_t)ldv * 4)) {
+                fprintf(stderr, "%s shrink %s %s: token %d alone differs from the batch\n",
+                        ops->name, kern_wtype_name(ty), shape, t);
+                fail();
+            }
+        }
+    }
+    free(want);
+    free(S);
+    free(xb);
+    free(pb);
+    free(vb);
+    lrfac_free(&a);
+}
+
+/* y[:, c0:c1) += v · Bt, Bt (r, d), n tokens, y pre-filled: every backend against double;
+ * nothing else of y written; then each token alone, in the two column ranges [c0, cm) and
+ * [cm, c1), must give the same bits. */
+static void lr_check_expand(lr_stats_t *st, kern_wtype_t ty, int64_t r, int64_t d, int n,
+                            int64_t c0, int64_t c1) {
+    lrfac_t bt;
+    lrfac_make(&bt, ty, r, d);
+    const int64_t ldv = r + lr_pad(), ldy = d + lr_pad();
+    const int64_t cm = c0 + (int64_t)(rnd_u32() % (uint32_t)(c1 - c0 + 1));
+    void *vb, *y0b, *yb, *y1b;
+    const float *v = lr_rows(&vb, n, r, ldv, 2.0f);
+    float *y0 = lr_rows(&y0b, n, d, ldy, 3.0f); /* non-zero: checks the accumulation */
+    /* -0 outside the range: a kernel that writes y + 0 back there (a full-width store
+     * over a tail, say) turns it into +0, which the bit check below sees */
+    for (int t = 0; t < n; t++)
+        for (int64_t c = 0; c < ldy; c++)
+            if (c < c0 || c >= c1) y0[t * ldy + c] = -0.0f;
+    float *y = lr_rows(&yb, n, 0, ldy, 0), *y1 = lr_rows(&y1b, n, 0, ldy, 0);
+    const size_t ysz = (size_t)n * (size_t)ldy;
+    double *want = xmalloc((size_t)n * (size_t)d * sizeof(double));
+    double *S = xmalloc((size_t)n * (size_t)d * sizeof(double));
+    for (int t = 0; t < n; t++)
+        for (int64_t c = 0; c < d; c++) {
+            double e = y0[t * ldy + c], sa = fabs(e);
+            for (int64_t j = 0; j < r; j++) {
+                const double p = (double)v[t * ldv + j] * bt.val[j * d + c];
+                e += p;
+                sa += fabs(p);
+            }
+            want[t * d + c] = e;
+            S[t * d + c] = sa;
+        }
+    char shape[128];
+    snprintf(shape, sizeof shape, "r=%lld d=%lld n=%d c=[%lld,%lld) ldv=%lld ldy=%lld",
+             (long long)r, (long long)d, n, (long long)c0, (long long)c1, (long long)ldv,
+             (long long)ldy);
+    for (int b = 0; b < KERN_BK_COUNT; b++) {
+        const kern_ops_t *ops = kern_get((kern_backend_t)b);
+        if (!ops) continue;
+        memcpy(y, y0, ysz * 4);
+        ops->lr_expand[ty](&bt.m, v, ldv, n, y, ldy, c0, c1);
+        for (int t = 0; t < n; t++)
+            for (int64_t c = 0; c < ldy; c++) {
+                const size_t i = (size_t)t * (size_t)ldy + (size_t)c;
+                if (c >= c0 && c < c1)
+                    lr_check_one(st, 1, b, ty, y[i], want[t * d + c], 1e-5 * S[t * d + c],
+                                 shape, t, c);
+                else if (memcmp(&y[i], &y0[i], 4)) {
+                    fprintf(stderr, "%s expand %s %s: y[%d][%lld] outside the range written\n",
+                            ops->name, kern_wtype_name(ty), shape, t, (long long)c);
+                    fail();
+                }
+            }
+        memcpy(y1, y0, ysz * 4);
+        for (int t = 0; t < n; t++) {
+            ops->lr_expand[ty](&bt.m, v + t * ldv, ldv, 1, y1 + t * ldy, ldy, c0, cm);
+            ops->lr_expand[ty](&bt.m, v + t * ldv, ldv, 1, y1 + t * ldy, ldy, cm, c1);
+        }
+        if (memcmp(y, y1, ysz * 4)) {
+            fprintf(stderr, "%s expand %s %s: one token at a time, split at %lld, differs\n",
+                    ops->name, kern_wtype_name(ty), shape, (long long)cm);
+            fail();
+        }
+    }
+    free(want);
+    free(S);
+    free(vb);
+    free(y0b);
+    free(yb);
+    free(y1b);
+    lrfac_free(&bt);
+}
+
+static const int64_t LR_RS[] = {1, 3, 16, 64};
+static const int64_t LR_DS[] = {1, 7, 33, 576, 2053};
+static const int LR_NS[] = {1, 3, 8, 33, 64};
+
+static void test_lr_shrink(void **state) {
+    (void)state;
+    lr_stats_t st = {0};
+    for (int ty = 0; ty < 2; ty++)
+        for (size_t ri = 0; ri < COUNT(LR_RS); ri++)
+            for (size_t di = 0; di < COUNT(LR_DS); di++)
+                for (size_t ni = 0; ni < COUNT(LR_NS); ni++)
+                    lr_check_shrink(&st, (kern_wtype_t)ty, LR_RS[ri], LR_DS[di], LR_NS[ni]);
+    lr_stats_print(&st, 0);
+}
+
+/* Every shape with all columns, then with a random range 0 ≤ c0 ≤ c1 ≤ d (possibly empty). */
+static void test_lr_expand(void **state) {
+    (void)state;
+    lr_stats_t st = {0};
+    for (int ty = 0; ty < 2; ty++)
+        for (size_t ri = 0; ri < COUNT(LR_RS); ri++)
+            for (size_t di = 0; di < COUNT(LR_DS); di++)
+                for (size_t ni = 0; ni < COUNT(LR_NS); ni++) {
+                    const int64_t r = LR_RS[ri], d = LR_DS[di];
+                    const int64_t c0 = rnd_u32() % (uint32_t)(d + 1);
+                    const int64_t c1 = c0 + rnd_u32() % (uint32_t)(d - c0 + 1);
+                    lr_check_expand(&st, (kern_wtype_t)ty, r, d, LR_NS[ni], 0, d);
+                    lr_check_expand(&st, (kern_wtype_t)ty, r, d, LR_NS[ni], c0, c1);
+                }
+    lr_stats_print(&st, 1);
+}
+
+/* Bit-exact cases. Each A row and each Bt column has a single non-zero factor, so every output
+ * is one product: the kernels must return fl(x · a) and fl(y + fl(v · b)) exactly, where a and b
+ * are the stored values (bf16 widened) and x, v carry full 24-bit mantissas. A kernel that
+ * rounded the activations to bf16, or misread a stored factor, gets a different value. */
+static void test_lr_exact_products(void **state) {
+    (void)state;
+    enum { R = 19, D = 83, N = 5 };
+    static const uint16_t BF[] = {0x3fff, 0xc0a5, 0x3e81, 0x4b7f, 0xbf01};
+    float x[N * D], v[N * R], y0[N * D];
+    for (int i = 0; i < N * D; i++) x[i] = bits_f(0x3f800001u + (rnd_u32() & 0x7fffffu)) - 1.5f;
+    for (int i = 0; i < N * R; i++) v[i] = bits_f(0x3fc00001u + (rnd_u32() & 0x3fffffu));
+    for (int i = 0; i < N * D; i++) y0[i] = rnd_f(4.0f);
+    for (int ty = 0; ty < 2; ty++) {
+        float af[R * D] = {0}, bf[R * D] = {0};
+        uint16_t ah[R * D] = {0}, bh[R * D] = {0};
+        double aval[R], bval[D] = {0};
+        int acol[R], brow[D];
+        for (int j = 0; j < R; j++) { /* A row j: one factor, at column acol[j] */
+            acol[j] = (j * 37 + 11) % D;
+            ah[j * D + acol[j]] = BF[j % 5];
+            af[j * D + acol[j]] = bits_f(0x3f800001u + (rnd_u32() & 0x7fffffu));
+            aval[j] = ty ? bf16_val(BF[j % 5]) : af[j * D + acol[j]];
+        }
+        for (int c = 0; c < D; c++) { /* Bt column c: one factor, in row brow[c] */
+            brow[c] = (c * 7) % R;
+            bh[brow[c] * D + c] = BF[c % 5];
+            bf[brow[c] * D + c] = bits_f(0xbf800001u + (rnd_u32() & 0x7fffffu));
+            bval[c] = ty ? bf16_val(BF[c % 5]) : bf[brow[c] * D + c];
+        }
+        const kern_wtype_t t = ty ? KERN_W_BF16 : KERN_W_F32;
+        const kern_mat_t a = {.type = t, .rows = R, .cols = D, .data = ty ? (void *)ah : af};
+        const kern_mat_t bt = {.type = t, .rows = R, .cols = D, .data = ty ? (void *)bh : bf};
+        for (int b = 0; b < KERN_BK_COUNT; b++) {
+            const kern_ops_t *ops = kern_get((kern_backend_t)b);
+            if (!ops) continue;
+            float vo[N * R], y[N * D];
+            ops->lr_shrink[t](&a, x, D, N, vo, R);
+            memcpy(y, y0, sizeof y);
+            ops->lr_expand[t](&bt, v, R, N, y, D, 0, D);
+            for (int k = 0; k < N; k++) {
+                for (int j = 0; j < R; j++) {
+                    const float want = (float)((double)x[k * D + acol[j]] * aval[j]);
+                    if (vo[k * R + j] != want) {
+                        fprintf(stderr, "%s shrink %s: v[%d][%d] = %a, want %a\n", ops->name,
+                                kern_wtype_name(t), k, j, vo[k * R + j], want);
+                        fail();
+                    }
+                }
+                for (int c = 0; c < D; c++) {
+                    const float p = (float)((double)v[k * R + brow[c]] * bval[c]);
+                    const float want = y0[k * D + c] + p;
+                    if (y[k * D + c] != want) {
+                        fprintf(stderr, "%s expand %s: y[%d][%d] = %a, want %a\n", ops->name,
+                                kern_wtype_name(t), k, c, y[k * D + c], want);
+                        fail();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Size bytes ending exactly where a PROT_NONE page starts: a read or write past the end
+ * faults (cmocka reports the signal as a failure). *map, *len: what to munmap. */
+static void *guarded(size_t size, void **map, size_t *len) {
+    const size_t pg = (size_t)sysconf(_SC_PAGESIZE), body = (size + pg - 1) / pg * pg;
+    *len = body + pg;
+    *map = mmap(NULL, *len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(*map != MAP_FAILED);
+    assert_int_equal(mprotect((char *)*map + body, pg, PROT_NONE), 0);
+    return (char *)*map + body - size;
+}
+
+/* Nothing is read or written past the end of x, A, v, Bt or y, with unpadded strides and
+ * the last column in range: the tails must be masked. */
+static void test_lr_no_overrun(void **state) {
+    (void)state;
+    static const int64_t ds[] = {1, 7, 33, 95, 2053};
+    static const int64_t rs[] = {1, 3, 16};
+    static const int ns[] = {1, 3, 8};
+    for (size_t di = 0; di < COUNT(ds); di++)
+        for (size_t ri = 0; ri < COUNT(rs); ri++)
+            for (size_t ni = 0; ni < COUNT(ns); ni++)
+                for (int ty = 0; ty < 2; ty++) {
+                    const int64_t d = ds[di], r = rs[ri];
+                    const int n = ns[ni];
+                    const size_t es = ty ? 2 : 4, fe = (size_t)r * (size_t)d;
+                    void *m[5];
+                    size_t len[5];
+                    float *x = guarded((size_t)n * (size_t)d * 4, &m[0], &len[0]);
+                    void *a = guarded(fe * es, &m[1], &len[1]);
+                    float *v = guarded((size_t)n * (size_t)r * 4, &m[2], &len[2]);
+                    void *b = guarded(fe * es, &m[3], &len[3]);
+                    float *y = guarded((size_t)n * (size_t)d * 4, &m[4], &len[4]);
+                    for (size_t i = 0; i < (size_t)n * (size_t)d; i++) x[i] = rnd_f(1.0f);
+                    for (size_t i = 0; i < fe; i++) {
+                        float f = rnd_f(1.0f);
+                        if (ty)
+                            ((uint16_t *)a)[i] = ((uint16_t *)b)[i] = kern_f32_to_bf16(f);
+                        else
+                            ((float *)a)[i] = ((float *)b)[i] = f;
+                    }
+                    const kern_wtype_t t = ty ? KERN_W_BF16 : KERN_W_F32;
+                    const kern_mat_t am = {.type = t, .rows = r, .cols = d, .data = a};
+                    const kern_mat_t bm = {.type = t, .rows = r, .cols = d, .data = b};
+                    for (int k = 0; k < KERN_BK_COUNT; k++) {
+                        const kern_ops_t *ops = kern_get((kern_backend_t)k);
+                        if (!ops) continue;
+                        memset(y, 0, (size_t)n * (size_t)d * 4);
+                        ops->lr_shrink[t](&am, x, d, n, v, r);
+                        ops->lr_expand[t](&bm, v, r, n, y, d, 0, d);
+                        ops->lr_expand[t](&bm, v, r, n, y, d, d / 2, d);
+                    }
+                    for (int i = 0; i < 5; i++) munmap(m[i], len[i]);
+                }
+}
+
+/* Every backend fills the f32 and bf16 slots and leaves int8 NULL (unsupported). */
+static void test_lr_table(void **state) {
+    (void)state;
+    for (int b = 0; b < KERN_BK_COUNT; b++) {
+        const kern_ops_t *ops = kern_get((kern_backend_t)b);
+        if (!ops) continue;
+        assert_non_null(ops->lr_shrink[KERN_W_F32]);
+        assert_non_null(ops->lr_shrink[KERN_W_BF16]);
+        assert_non_null(ops->lr_expand[KERN_W_F32]);
+        assert_non_null(ops->lr_expand[KERN_W_BF16]);
+        assert_null(ops->lr_shrink[KERN_W_I8]);
+        assert_null(ops->lr_expand[KERN_W_I8]);
     }
 }
 
@@ -673,6 +1070,11 @@ int main(void) {
         cmocka_unit_test(test_backends_small),
         cmocka_unit_test(test_backends_large),
         cmocka_unit_test(test_backends_chunked),
+        cmocka_unit_test(test_lr_table),
+        cmocka_unit_test(test_lr_exact_products),
+        cmocka_unit_test(test_lr_shrink),
+        cmocka_unit_test(test_lr_no_overrun),
+        cmocka_unit_test(test_lr_expand),
         cmocka_unit_test(test_pool_identical_1_2_threads),
         cmocka_unit_test(test_pool_run_covers),
         cmocka_unit_test(test_pool_wakes_after_sleep),

@@ -1,6 +1,6 @@
 /* test_model_load.c: what core_model_load refuses, with which message, and what it accepts.
  *
- * Every refusal test writes a small synthetic model (tests/support/synth_model) with exactly
+ * Every refusal test writes a small synthetic model (tools/synth_model) with exactly
  * one thing wrong and asserts the error code and the parts of err.msg an operator needs: the
  * tensor, key or file, and the reason. Acceptance tests cover sharded checkpoints, Mistral's
  * sliding window and generation_config.json's eos ids.
@@ -120,7 +120,7 @@ static float *prompt_logits(const core_model_t *m) {
     core_kv_pool_t *pool = NULL;
     core_fwd_t *fwd = NULL;
     assert_int_equal(core_kv_pool_create(&m->cfg, 4, &pool), 0);
-    assert_int_equal(core_fwd_create(m, T, &fwd), 0);
+    assert_int_equal(core_fwd_create(m, T, 0, &fwd), 0);
     core_seq_t seq;
     core_seq_init(&seq, pool, m->cfg.max_pos);
     core_step_seg_t seg = {.seq = &seq, .tokens = tok, .n_tok = T, .logits = CORE_LOGITS_ALL};

@@ -1,4 +1,4 @@
-/* test_safetensors.c: unit tests of core/safetensors.c (and of tests/support/st_writer.c).
+/* test_safetensors.c: unit tests of core/safetensors.c (and of tools/synth_st_writer.c).
  *
  * Every test gets a fresh temporary directory (setup/teardown). Each refusal test checks the
  * code and that err.msg names the file and the reason, and that *out stays NULL.
@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "safetensors.h"
-#include "st_writer.h"
+#include "synth_st_writer.h"
 #include "test_util.h"
 
 /* ---- helpers ---- */

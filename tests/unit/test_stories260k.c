@@ -18,6 +18,7 @@
 
 #include "forward.h"
 #include "generate.h"
+#include "linear.h"
 #include "model.h"
 #include "test_util.h"
 #include "tokenizer.h"
@@ -101,7 +102,7 @@ static void test_logits_match_fp64_reference(void **state) {
     core_kv_pool_t *pool;
     core_fwd_t *fwd;
     assert_int_equal(core_kv_pool_create(&fx->m->cfg, 16, &pool), 0);
-    assert_int_equal(core_fwd_create(fx->m, 256, &fwd), 0);
+    assert_int_equal(core_fwd_create(fx->m, 256, 0, &fwd), 0);
     core_seq_t seq;
     core_seq_init(&seq, pool, fx->m->cfg.max_pos);
     float logits[512];
@@ -239,7 +240,7 @@ static void test_context_overflow_refused(void **state) {
     core_kv_pool_t *pool;
     core_fwd_t *fwd;
     assert_int_equal(core_kv_pool_create(&fx->m->cfg, 64, &pool), 0);
-    assert_int_equal(core_fwd_create(fx->m, 600, &fwd), 0);
+    assert_int_equal(core_fwd_create(fx->m, 600, 0, &fwd), 0);
     core_seq_t seq;
     core_seq_init(&seq, pool, fx->m->cfg.max_pos);
     int32_t toks[513];
@@ -284,6 +285,142 @@ static void test_kv_blocks(void **state) {
     core_kv_pool_free(pool);
 }
 
+/* ---- weight types (--weights) ---- */
+
+/* Greedy ids from BOS with the model stored as wt; *margin_at receives the fp32 model's
+ * top-1 minus top-2 logit gap at the first divergence (for the message). */
+static int greedy_agreement(fx_t *fx, kern_wtype_t wt, int32_t *out200) {
+    core_model_t *m = NULL;
+    llm_error_t err = {0};
+    assert_int_equal(core_model_load_as(tu_fixture_path("stories260K-hf"), wt, &m, &err), 0);
+    assert_int_equal(m->wtype, wt);
+    int32_t bos = 1;
+    core_gen_req_t r = {.prompt = &bos, .n_prompt = 1, .max_tokens = 200, .sampling = greedy()};
+    assert_int_equal(core_generate(m, NULL, &r, 1, NULL, &err), 0);
+    assert_int_equal(r.n_ids, 200);
+    int agree = 0;
+    while (agree < 200 && r.ids[agree] == fx->ids[agree]) agree++;
+    memcpy(out200, r.ids, sizeof(int32_t) * 200);
+    core_gen_req_clear(&r);
+    core_model_free(m);
+    return agree;
+}
+
+/* The fp32 model's top-1 − top-2 logit gap after the first n expected ids (BOS first). */
+static double tie_margin(fx_t *fx, int n) {
+    core_kv_pool_t *pool;
+    core_fwd_t *fwd;
+    assert_int_equal(core_kv_pool_create(&fx->m->cfg, 16, &pool), 0);
+    assert_int_equal(core_fwd_create(fx->m, 256, 0, &fwd), 0);
+    core_seq_t seq;
+    core_seq_init(&seq, pool, fx->m->cfg.max_pos);
+    int32_t toks[201] = {1};
+    memcpy(toks + 1, fx->ids, sizeof(int32_t) * (size_t)n);
+    float logits[512];
+    llm_error_t err = {0};
+    core_step_seg_t seg = {.seq = &seq, .tokens = toks, .n_tok = n + 1,
+                           .logits = CORE_LOGITS_LAST};
+    assert_int_equal(core_fwd_step(fwd, &seg, 1, logits, &err), 0);
+    float a = -INFINITY, b = -INFINITY;
+    for (int i = 0; i < 512; i++) {
+        if (logits[i] > a) b = a, a = logits[i];
+        else if (logits[i] > b) b = logits[i];
+    }
+    core_seq_deinit(&seq);
+    core_fwd_free(fwd);
+    core_kv_pool_free(pool);
+    return a - b;
+}
+
+/* bf16 weights: the greedy ids equal the fp32 ones for at least the first 100 tokens (the
+ * issue's bar); where they part later, the fp32 model was nearly tied there. */
+static void test_bf16_greedy_matches_fp32(void **state) {
+    fx_t *fx = *state;
+    int32_t ids[200];
+    int agree = greedy_agreement(fx, KERN_W_BF16, ids);
+    if (agree < 200)
+        fprintf(stderr, "bf16: greedy ids equal fp32 for %d of 200; fp32 top-2 gap there %.4f\n",
+                agree, tie_margin(fx, agree));
+    assert_true(agree >= 100);
+}
+
+/* int8 weights (per-row scales, activations quantised per token): the logits stay within 5 %
+ * of the largest logit of the fp64 reference at step 0, and the greedy ids agree with fp32 for
+ * a good stretch. A 260K-parameter model is the hard case for int8 (64-wide rows, so one
+ * outlier sets a coarse scale); the bound is what this model measures with margin. */
+static void test_int8_close_to_fp32(void **state) {
+    fx_t *fx = *state;
+    core_model_t *m = NULL;
+    llm_error_t err = {0};
+    assert_int_equal(core_model_load_as(tu_fixture_path("stories260K-hf"), KERN_W_I8, &m, &err),
+                     0);
+    core_kv_pool_t *pool;
+    core_fwd_t *fwd;
+    assert_int_equal(core_kv_pool_create(&m->cfg, 16, &pool), 0);
+    assert_int_equal(core_fwd_create(m, 256, 0, &fwd), 0);
+    core_seq_t seq;
+    core_seq_init(&seq, pool, m->cfg.max_pos);
+    float logits[512];
+    int32_t bos = 1;
+    core_step_seg_t seg = {.seq = &seq, .tokens = &bos, .n_tok = 1, .logits = CORE_LOGITS_LAST};
+    assert_int_equal(core_fwd_step(fwd, &seg, 1, logits, &err), 0);
+    const cJSON *want = cJSON_GetObjectItem(fx->expected, "logits_step0_fp64");
+    double max_abs = 0, max_ref = 0;
+    for (int i = 0; i < 512; i++) {
+        double w = cJSON_GetArrayItem(want, i)->valuedouble;
+        if (fabs(logits[i] - w) > max_abs) max_abs = fabs(logits[i] - w);
+        if (fabs(w) > max_ref) max_ref = fabs(w);
+    }
+    fprintf(stderr, "int8: step-0 logits max |diff| %.4f = %.2f %% of max |logit|\n", max_abs,
+            100 * max_abs / max_ref);
+    assert_true(max_abs <= 0.05 * max_ref);
+    core_seq_deinit(&seq);
+    core_fwd_free(fwd);
+    core_kv_pool_free(pool);
+    core_model_free(m);
+    int32_t ids[200];
+    int agree = greedy_agreement(fx, KERN_W_I8, ids);
+    fprintf(stderr, "int8: greedy ids equal fp32 for %d of 200\n", agree);
+    assert_true(agree >= 20);
+}
+
+/* The compute pool splits rows and (row, head) pairs; every output is computed by the same
+ * code whichever thread runs it, so decode-sized steps give bit-identical logits on 1 and 3
+ * threads, and prompt-sized steps (sgemm per worker) agree to fp32 rounding. */
+static void test_threads_do_not_change_results(void **state) {
+    fx_t *fx = *state;
+    enum { DEC = 12, PRE = 60 };
+    static float dec[2][DEC][512], pre[2][512];
+    int32_t toks[PRE] = {1};
+    memcpy(toks + 1, fx->ids, sizeof(int32_t) * (PRE - 1));
+    for (int v = 0; v < 2; v++) {
+        core_kv_pool_t *pool;
+        core_fwd_t *fwd;
+        assert_int_equal(core_kv_pool_create(&fx->m->cfg, 32, &pool), 0);
+        assert_int_equal(core_fwd_create(fx->m, 256, v ? 3 : 1, &fwd), 0);
+        core_exec_set_min_parallel(core_fwd_exec(fwd), 0); /* tiny layers: split them anyway */
+        core_seq_t a, b;
+        core_seq_init(&a, pool, fx->m->cfg.max_pos);
+        core_seq_init(&b, pool, fx->m->cfg.max_pos);
+        llm_error_t err = {0};
+        for (int k = 0; k < DEC; k++) { /* one token per step: the kernel path */
+            core_step_seg_t seg = {.seq = &a, .tokens = toks + k, .n_tok = 1,
+                                   .logits = CORE_LOGITS_LAST};
+            assert_int_equal(core_fwd_step(fwd, &seg, 1, dec[v][k], &err), 0);
+        }
+        core_step_seg_t seg = {.seq = &b, .tokens = toks, .n_tok = PRE, /* the sgemm path */
+                               .logits = CORE_LOGITS_LAST};
+        assert_int_equal(core_fwd_step(fwd, &seg, 1, pre[v], &err), 0);
+        core_seq_deinit(&a);
+        core_seq_deinit(&b);
+        core_fwd_free(fwd);
+        core_kv_pool_free(pool);
+    }
+    assert_memory_equal(dec[0], dec[1], sizeof dec[0]);
+    for (int i = 0; i < 512; i++)
+        assert_true(fabsf(pre[0][i] - pre[1][i]) <= 1e-4f * (1 + fabsf(pre[0][i])));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config),
@@ -295,6 +432,9 @@ int main(void) {
         cmocka_unit_test(test_stop_string),
         cmocka_unit_test(test_context_overflow_refused),
         cmocka_unit_test(test_kv_blocks),
+        cmocka_unit_test(test_bf16_greedy_matches_fp32),
+        cmocka_unit_test(test_int8_close_to_fp32),
+        cmocka_unit_test(test_threads_do_not_change_results),
     };
     return cmocka_run_group_tests_name("stories260k", tests, setup, teardown);
 }

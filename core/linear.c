@@ -1,0 +1,147 @@
+/* linear.c: the engine's compute context and the two paths of y = x·Wᵀ (see linear.h). */
+#include "linear.h"
+
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Rows widened per sgemm call on the prefill path for bf16/int8 weights. 64 rows of the
+ * widest input (5632 for TinyLlama's down projection) are 1.4 MB: small enough to stay in
+ * cache between the widening and sgemm, large enough for sgemm to run at full speed. */
+#define PANEL_ROWS 64
+
+/* Below this many multiply-adds a call runs on the calling thread alone: handing work to a
+ * worker and waiting for it costs a few microseconds, as much as ~64K FMAs. Tiny models
+ * (stories260K's 64-wide layers) and small adapters stay serial; real layers never are. */
+#define MIN_PARALLEL_MACS (1 << 16)
+
+struct core_exec_s {
+    kern_pool_t *pool;
+    const kern_ops_t *ops;
+    int n_threads;
+    int64_t max_cols;
+    int max_tokens;
+    double min_parallel;  /* MIN_PARALLEL_MACS unless a test lowers it */
+    float *xr;            /* (max_tokens, max_cols): x rounded as the kernels round it */
+    void *work;           /* kernel activation work buffer (prep runs once per call) */
+    float **panel;        /* (n_threads) PANEL_ROWS × max_cols fp32 each */
+    char desc[256];
+};
+
+int core_exec_create(int n_threads, int max_tokens, int64_t max_cols, core_exec_t **out) {
+    if (n_threads < 0 || max_cols <= 0 || max_tokens <= 0) return LLM_EINVAL;
+    if (n_threads == 0) {
+        long c = sysconf(_SC_NPROCESSORS_ONLN);
+        n_threads = c > 0 ? (int)c : 1;
+    }
+    if (n_threads > 64) n_threads = 64;
+    core_exec_t *ex = calloc(1, sizeof *ex);
+    if (!ex) return LLM_ENOMEM;
+    ex->n_threads = n_threads;
+    ex->max_cols = max_cols;
+    ex->max_tokens = max_tokens;
+    ex->min_parallel = MIN_PARALLEL_MACS;
+    char kdesc[160];
+    ex->ops = kern_select(kdesc, sizeof kdesc);
+    size_t work = 0;
+    for (int t = 0; t < KERN_W_COUNT; t++) {
+        size_t s = kern_work_size((kern_wtype_t)t, CORE_KERN_MAX_N, max_cols);
+        if (s > work) work = s;
+    }
+    ex->work = malloc(work);
+    ex->xr = malloc((size_t)max_tokens * (size_t)max_cols * sizeof(float));
+    ex->panel = calloc((size_t)n_threads, sizeof *ex->panel);
+    int rc = ex->work && ex->panel && ex->xr ? 0 : LLM_ENOMEM;
+    for (int i = 0; !rc && i < n_threads; i++) {
+        ex->panel[i] = aligned_alloc(64, (size_t)PANEL_ROWS * (size_t)max_cols * sizeof(float));
+        if (!ex->panel[i]) rc = LLM_ENOMEM;
+    }
+    if (!rc) rc = kern_pool_create(n_threads, &ex->pool);
+    if (rc) {
+        core_exec_free(ex);
+        return rc;
+    }
+    /* One level of parallelism: ours. OpenBLAS threads inside our workers would fight them
+     * for the same cores (performance.md §2.6: 2–4× slower on small calls). */
+    openblas_set_num_threads(1);
+    snprintf(ex->desc, sizeof ex->desc, "%d compute threads; %s; OpenBLAS %s, 1 thread per call",
+             n_threads, kdesc, openblas_get_corename());
+    *out = ex;
+    return 0;
+}
+
+void core_exec_free(core_exec_t *ex) {
+    if (!ex) return;
+    kern_pool_free(ex->pool);
+    for (int i = 0; ex->panel && i < ex->n_threads; i++) free(ex->panel[i]);
+    free(ex->panel);
+    free(ex->work);
+    free(ex->xr);
+    free(ex);
+}
+
+kern_pool_t *core_exec_pool(core_exec_t *ex) { return ex->pool; }
+const kern_ops_t *core_exec_ops(const core_exec_t *ex) { return ex->ops; }
+int core_exec_threads(const core_exec_t *ex) { return ex->n_threads; }
+const char *core_exec_describe(const core_exec_t *ex) { return ex->desc; }
+void core_exec_set_min_parallel(core_exec_t *ex, double macs) { ex->min_parallel = macs; }
+
+void core_exec_run(core_exec_t *ex, kern_range_fn fn, void *arg, int64_t total) {
+    if (total > 0) kern_pool_run(ex->pool, fn, arg, total, 1);
+}
+
+void core_exec_run_sized(core_exec_t *ex, kern_range_fn fn, void *arg, int64_t total,
+                         int64_t align, double work) {
+    if (total <= 0) return;
+    if (work < ex->min_parallel) fn(arg, 0, total, 0);
+    else kern_pool_run(ex->pool, fn, arg, total, align);
+}
+
+/* ---- prefill path ---- */
+
+typedef struct {
+    core_exec_t *ex;
+    const core_weight_t *w;
+    const float *x;
+    int n;
+    float *y;
+} gemm_job_t;
+
+/* Rows [r0, r1) of y for all n tokens: y[:, r0:r1] = x · W[r0:r1]ᵀ. */
+static void gemm_rows(void *arg, int64_t r0, int64_t r1, int tid) {
+    const gemm_job_t *j = arg;
+    const core_weight_t *w = j->w;
+    const int k = (int)w->cols, ldy = (int)w->rows;
+    if (w->type == KERN_W_F32) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)(r1 - r0), k, 1.0f, j->x,
+                    k, (const float *)w->data + (size_t)r0 * (size_t)k, k, 0.0f, j->y + r0, ldy);
+        return;
+    }
+    float *panel = j->ex->panel[tid];
+    for (int64_t p = r0; p < r1; p += PANEL_ROWS) {
+        const int64_t e = p + PANEL_ROWS < r1 ? p + PANEL_ROWS : r1;
+        core_weight_rows_f32(w, p, e, panel);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)(e - p), k, 1.0f, j->x,
+                    k, panel, k, 0.0f, j->y + p, ldy);
+    }
+}
+
+void core_linear(core_exec_t *ex, const core_weight_t *w, const float *x, int n, float *y) {
+    const double macs = (double)n * (double)w->rows * (double)w->cols;
+    if (n <= CORE_KERN_MAX_N) {
+        const kern_mat_t m = core_weight_mat(w);
+        kern_matmul_mt(ex->ops, macs < ex->min_parallel ? NULL : ex->pool, &m, x, n, y,
+                       ex->work);
+        return;
+    }
+    const kern_act_round_t mode = kern_act_rounding(ex->ops, w->type, w->cols);
+    if (mode != KERN_ACT_F32) {
+        kern_round_acts(mode, x, n, w->cols, ex->xr);
+        x = ex->xr;
+    }
+    gemm_job_t j = {.ex = ex, .w = w, .x = x, .n = n, .y = y};
+    /* boundaries on 16-row multiples keep each worker's output columns on whole cache lines */
+    core_exec_run_sized(ex, gemm_rows, &j, w->rows, 16, macs);
+}

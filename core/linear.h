@@ -1,0 +1,69 @@
+/* linear.h: the compute context of the engine thread, and y = x·Wᵀ on it.
+ *
+ * A core_exec_t owns the engine's worker pool (kern_pool_t: the engine thread plus n − 1
+ * workers, one per core), the kernel backend chosen at start-up, and the per-thread scratch
+ * the linear layers need. Everything heavy in a step runs on this pool, one parallel region
+ * at a time, never nested: OpenBLAS is told to use one thread (openblas_set_num_threads(1))
+ * and each of our workers calls it on its own share of the rows.
+ *
+ * core_linear() picks the path by the number of tokens n:
+ *   n ≤ CORE_KERN_MAX_N   decode-sized: the streaming kernels (kern.h), each weight row read
+ *                         once for all n tokens, rows split across the pool.
+ *   n >  CORE_KERN_MAX_N  prefill-sized: single-threaded sgemm per worker on its rows. fp32
+ *                         weights go to sgemm directly; bf16/int8 weights are widened to fp32
+ *                         one panel of rows at a time (the panel stays in L2, and widening
+ *                         costs 1/n of the multiply), because Debian's OpenBLAS has no bf16
+ *                         GEMM (performance.md §6.2).
+ * Both paths give the same results to fp32 rounding: where the kernel for the weight type
+ * rounds activations (bf16 dpbf16, int8 vnni: kern.h), the sgemm path applies the same rounding
+ * to its copy of x first, so a token's output does not depend on the size of its step.
+ *
+ * Thread safety: one thread (the engine) drives a core_exec_t.
+ */
+#ifndef CORE_LINEAR_H
+#define CORE_LINEAR_H
+
+#include "kern.h"
+#include "tensor.h"
+
+/* Token counts up to this use the streaming kernels; larger steps use sgemm. The kernels'
+ * cost grows with n while sgemm's per-token cost falls; 32 is where they cross here
+ * (bench_kernels, performance.md §2.5). */
+#define CORE_KERN_MAX_N 32
+
+typedef struct core_exec_s core_exec_t;
+
+/* A pool of n_threads participants (the caller of core_linear counts as one; 0 = the number
+ * of online CPUs) and scratch for steps of up to max_tokens tokens of up to max_cols features.
+ * Returns 0 and *out (new; free with core_exec_free), LLM_EINVAL or LLM_ENOMEM. */
+int core_exec_create(int n_threads, int max_tokens, int64_t max_cols, core_exec_t **out);
+/* Accepts NULL. */
+void core_exec_free(core_exec_t *ex);
+
+/* Borrowed, valid while ex lives. */
+kern_pool_t *core_exec_pool(core_exec_t *ex);
+const kern_ops_t *core_exec_ops(const core_exec_t *ex);
+int core_exec_threads(const core_exec_t *ex);
+/* Calls below macs multiply-adds run on the calling thread (default: about what waking the
+ * workers costs). Tests set 0 to run tiny models through the parallel code. */
+void core_exec_set_min_parallel(core_exec_t *ex, double macs);
+
+/* One line for the start-up log: threads, kernel backend and paths, OpenBLAS core. Static
+ * storage owned by ex. */
+const char *core_exec_describe(const core_exec_t *ex);
+
+/* y[n, w->rows] = x[n, w->cols] · wᵀ (y overwritten). x and y row-major and contiguous, not
+ * overlapping; n ≤ max_tokens, w->cols ≤ max_cols. No allocation. */
+void core_linear(core_exec_t *ex, const core_weight_t *w, const float *x, int n, float *y);
+
+/* fn over [0, total) split across the pool (kern_pool_run), for the forward's other loops
+ * (attention over rows × heads). */
+void core_exec_run(core_exec_t *ex, kern_range_fn fn, void *arg, int64_t total);
+
+/* The same with boundaries on multiples of align, run on the calling thread alone (as
+ * participant 0) when work, the call's multiply-adds, is too small to pay for waking the
+ * workers. */
+void core_exec_run_sized(core_exec_t *ex, kern_range_fn fn, void *arg, int64_t total,
+                         int64_t align, double work);
+
+#endif
