@@ -140,6 +140,10 @@ int adp_set_validate(const adp_set_t *set, llm_error_t *err);
 typedef struct adp_hook_s adp_hook_t;
 int adp_hook_create(const core_model_t *base, int max_tokens, adp_hook_t **out);
 void adp_hook_free(adp_hook_t *h);
+/* Groups of at least n tokens sharing an adapter use SGMV (sgemm), smaller ones the BGMV
+ * kernels (default 64; tests lower it so small models exercise both). n ≤ 0: the default. */
+void adp_hook_set_sgmv_min(adp_hook_t *h, int n);
+
 /* Fills hook so that core_fwd_set_hook(fwd, hook) plugs h in. */
 void adp_hook_bind(adp_hook_t *h, core_lin_hook_t *hook);
 

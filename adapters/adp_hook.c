@@ -2,14 +2,15 @@
  *
  * Consecutive segments with the same adp_set_t form one group (the engine sorts a step's
  * sequences by adapter set once per step, so tenants sharing an adapter are contiguous).
- * Every (group, adapter) pair of a low-rank kind is one item, computed in two parallel phases
- * on the forward's worker pool (linear.h):
+ * Every (group, adapter) pair of a low-rank kind is one item. With many groups (tenants with
+ * adapters of their own) each group is one task of a single parallel region on the forward's
+ * worker pool (linear.h); with few, the items are computed in two parallel phases:
  *   1. shrink, items split across the workers: T = w · X·Aᵀ, (n, r) per item;
  *   2. expand, output columns split across the workers: Y[:, c0:c1] += T · Bᵀ[:, c0:c1]
  *      for every item (DoRA's g and lora_bias applied on the same columns).
- * An item with at least SGMV_MIN tokens (a prompt chunk, or many sequences on one adapter)
- * runs both products as single-threaded sgemm calls (SGMV); a smaller one, e.g. one decode
- * token of a tenant of its own, runs the BGMV kernels (kern.h), which read each factor row once
+ * An item with at least SGMV_MIN tokens (a prompt chunk) runs both products as single-threaded
+ * sgemm calls (SGMV); a smaller one, e.g. one decode token of a tenant of its own or a few
+ * sequences sharing an adapter, runs the BGMV kernels (kern.h), which read each factor row once
  * for all of the item's tokens. bf16 factors are widened to fp32 a few rows at a time for
  * sgemm; the arithmetic is fp32 either way. Nothing is padded to a maximum rank and no
  * full-width delta is formed. MoRA and the full LoRMA_π transforms run after the phases on
@@ -24,9 +25,11 @@
 #include "adapter.h"
 #include "linear.h"
 
-/* Tokens of one item from which SGMV (sgemm) beats the BGMV kernels. */
-#define SGMV_MIN 8
-/* Factor rows widened per sgemm call for bf16 SGMV. */
+/* Tokens of one item from which SGMV (sgemm) is used. Below it the BGMV kernels, which load
+ * each factor row once for all of the item's tokens, are as fast or faster: bench_kernels
+ * --lora measures 32 rank-16 adapters × 8 tokens at 52 µs (bf16, 2 threads, d 576), and
+ * sgemm on bf16 factors must first widen them. Prompt chunks (64+ tokens) use sgemm. */
+#define SGMV_MIN 64
 #define WIDEN_ROWS 16
 #define MAX_THREADS 64
 
@@ -52,6 +55,9 @@ struct adp_hook_s {
     int n_items;
     float *tb;        /* (cap) the items' T matrices */
     size_t tb_used;   /* floats of tb taken by the queued items */
+    int *gstart;      /* (max_tokens · ADP_SET_MAX + 1) first item of each group */
+    int64_t width;    /* columns of Y in the current call */
+    int sgmv_min;     /* SGMV_MIN unless a test moves it */
     int64_t ldy;      /* row stride of Y in the current call */
     const kern_ops_t *ops;
     float *wide[MAX_THREADS]; /* per worker: WIDEN_ROWS × widest, allocated on first use */
@@ -59,13 +65,22 @@ struct adp_hook_s {
 
 /* ---- the two phases ---- */
 
-static int is_sgmv(const item_t *it) { return it->n >= SGMV_MIN; }
+#define is_sgmv(it) ((it)->n >= h->sgmv_min)
 
-/* Phase 1, items [i0, i1): T = w · X·Aᵀ. */
-static void shrink_range(void *arg, int64_t i0, int64_t i1, int tid) {
-    adp_hook_t *h = arg;
-    for (int64_t i = i0; i < i1; i++) {
-        const item_t *it = &h->items[i];
+/* bf16 → fp32 (a shift), written so the loop vectorises. */
+static void widen_bf16(const uint16_t *src, size_t n, float *dst) {
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t u = (uint32_t)src[i] << 16;
+        float f;
+        memcpy(&f, &u, sizeof f);
+        dst[i] = f;
+    }
+}
+
+/* T = w · X·Aᵀ for one item. */
+static void shrink_one(adp_hook_t *h, const item_t *it, int tid) {
+    {
         const kern_mat_t *A = &it->md->fa;
         const int r = (int)A->rows, k = (int)A->cols;
         if (!is_sgmv(it)) {
@@ -77,8 +92,7 @@ static void shrink_range(void *arg, int64_t i0, int64_t i1, int tid) {
             const uint16_t *a = A->data;
             for (int j0 = 0; j0 < r; j0 += WIDEN_ROWS) {
                 const int nj = r - j0 < WIDEN_ROWS ? r - j0 : WIDEN_ROWS;
-                for (size_t e = 0; e < (size_t)nj * (size_t)k; e++)
-                    h->wide[tid][e] = kern_bf16_to_f32(a[(size_t)j0 * (size_t)k + e]);
+                widen_bf16(a + (size_t)j0 * (size_t)k, (size_t)nj * (size_t)k, h->wide[tid]);
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, it->n, nj, k, 1.0f, it->X,
                             (int)it->ldx, h->wide[tid], k, 0.0f, it->T + j0, r);
             }
@@ -88,12 +102,16 @@ static void shrink_range(void *arg, int64_t i0, int64_t i1, int tid) {
     }
 }
 
-/* Phase 2, output columns [c0, c1) of every item. */
-static void expand_range(void *arg, int64_t c0, int64_t c1, int tid) {
+/* Phase 1, items [i0, i1). */
+static void shrink_range(void *arg, int64_t i0, int64_t i1, int tid) {
     adp_hook_t *h = arg;
+    for (int64_t i = i0; i < i1; i++) shrink_one(h, &h->items[i], tid);
+}
+
+/* Y[:, c0:c1] (+)= T · Bᵀ[:, c0:c1] for one item, then its bias and DoRA's g there. */
+static void expand_one(adp_hook_t *h, const item_t *it, int64_t c0, int64_t c1, int tid) {
     const int nc = (int)(c1 - c0);
-    for (int i = 0; i < h->n_items; i++) {
-        const item_t *it = &h->items[i];
+    {
         const adp_module_t *md = it->md;
         const kern_mat_t *BT = &md->fbt;
         const int r = (int)BT->rows, ldb = (int)BT->cols;
@@ -110,9 +128,8 @@ static void expand_range(void *arg, int64_t c0, int64_t c1, int tid) {
             for (int j0 = 0; j0 < r; j0 += WIDEN_ROWS) {
                 const int nj = r - j0 < WIDEN_ROWS ? r - j0 : WIDEN_ROWS;
                 for (int j = 0; j < nj; j++)
-                    for (int c = 0; c < nc; c++)
-                        h->wide[tid][(size_t)j * nc + c] =
-                            kern_bf16_to_f32(b[(size_t)(j0 + j) * ldb + (size_t)(c0 + c)]);
+                    widen_bf16(b + (size_t)(j0 + j) * ldb + (size_t)c0, (size_t)nc,
+                               h->wide[tid] + (size_t)j * nc);
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, it->n, nc, nj, 1.0f,
                             it->T + j0, r, h->wide[tid], nc, 1.0f, it->Y + c0, (int)h->ldy);
             }
@@ -127,6 +144,22 @@ static void expand_range(void *arg, int64_t c0, int64_t c1, int tid) {
     }
 }
 
+/* Phase 2, output columns [c0, c1) of every item. */
+static void expand_range(void *arg, int64_t c0, int64_t c1, int tid) {
+    adp_hook_t *h = arg;
+    for (int i = 0; i < h->n_items; i++) expand_one(h, &h->items[i], c0, c1, tid);
+}
+
+/* The single-phase form, groups [g0, g1): each group's items shrunk and expanded whole by one
+ * thread (items of different groups write different rows of Y, so groups are independent). */
+static void group_range(void *arg, int64_t g0, int64_t g1, int tid) {
+    adp_hook_t *h = arg;
+    for (int i = h->gstart[g0]; i < h->gstart[g1]; i++) {
+        shrink_one(h, &h->items[i], tid);
+        expand_one(h, &h->items[i], 0, h->width, tid);
+    }
+}
+
 /* Runs the collected items on the pool; width = columns of Y. Without a pool (ex NULL: a
  * caller driving the hook by hand) both phases run on the calling thread. */
 static void run_items(adp_hook_t *h, core_exec_t *ex, int64_t width) {
@@ -138,13 +171,25 @@ static void run_items(adp_hook_t *h, core_exec_t *ex, int64_t width) {
             h->wide[t] = malloc(WIDEN_ROWS * h->widest * sizeof(float));
             if (!h->wide[t]) abort(); /* scratch of a few hundred KB at start-up */
         }
+    /* groups: runs of items writing the same rows (they were queued group by group) */
+    int ng = 0;
+    for (int i = 0; i < h->n_items; i++)
+        if (i == 0 || h->items[i].Y != h->items[i - 1].Y) h->gstart[ng++] = i;
+    h->gstart[ng] = h->n_items;
+    h->width = width;
     if (ex) {
         double macs = 0; /* shrink and expand: (in + out) · r per token */
         for (int i = 0; i < h->n_items; i++)
             macs += (double)h->items[i].n * h->items[i].md->r *
                     (double)(h->items[i].md->fa.cols + h->items[i].md->fbt.cols);
-        core_exec_run_sized(ex, shrink_range, h, h->n_items, 1, macs / 2);
-        core_exec_run_sized(ex, expand_range, h, width, 16, macs / 2);
+        if (ng >= 2 * nt) {
+            /* many tenants (distinct-adapter decode): one parallel region, split by group */
+            core_exec_run_sized(ex, group_range, h, ng, 1, macs);
+        } else {
+            /* few groups (shared adapters, prompt chunks): split each phase finer */
+            core_exec_run_sized(ex, shrink_range, h, h->n_items, 1, macs / 2);
+            core_exec_run_sized(ex, expand_range, h, width, 16, macs / 2);
+        }
     } else {
         shrink_range(h, 0, h->n_items, 0);
         expand_range(h, 0, width, 0);
@@ -333,11 +378,13 @@ int adp_hook_create(const core_model_t *m, int max_tokens, adp_hook_t **out) {
     h->max_tokens = max_tokens;
     h->cap = (size_t)max_tokens * 2 * w;
     h->widest = w;
+    h->sgmv_min = SGMV_MIN;
     h->t1 = malloc(h->cap * sizeof(float));
     h->t2 = malloc(h->cap * sizeof(float));
     h->tb = malloc(h->cap * sizeof(float));
     h->items = malloc((size_t)max_tokens * ADP_SET_MAX * sizeof *h->items);
-    if (!h->t1 || !h->t2 || !h->tb || !h->items) {
+    h->gstart = malloc(((size_t)max_tokens * ADP_SET_MAX + 1) * sizeof *h->gstart);
+    if (!h->t1 || !h->t2 || !h->tb || !h->items || !h->gstart) {
         adp_hook_free(h);
         return LLM_ENOMEM;
     }
@@ -351,6 +398,7 @@ void adp_hook_free(adp_hook_t *h) {
     free(h->t2);
     free(h->tb);
     free(h->items);
+    free(h->gstart);
     for (int t = 0; t < MAX_THREADS; t++) free(h->wide[t]);
     free(h);
 }
@@ -380,3 +428,5 @@ int adp_set_validate(const adp_set_t *set, llm_error_t *err) {
     }
     return 0;
 }
+
+void adp_hook_set_sgmv_min(adp_hook_t *h, int n) { h->sgmv_min = n > 0 ? n : SGMV_MIN; }

@@ -31,12 +31,16 @@ struct core_fwd_s {
     float *xmod;   /* hook input transform (max width) */
     float *out;    /* projection output before the residual add (dim) */
     float *scores; /* (threads, max_pos) attention scores of one query head per thread */
+    float *rcos, *rsin; /* (max_tokens, head_dim/2) RoPE rotation of each row's position:
+                         * the same for every layer and head, so computed once per step */
     int32_t *pos;  /* (max_tokens) position of each row */
     int *row0;     /* (max_tokens) first row of each segment */
     int *seg;      /* (max_tokens) segment of each row */
-    /* the step being run, for the parallel attention tasks */
+    /* the step being run, for the parallel tasks below */
     const core_step_seg_t *step_segs;
     int step_layer;
+    const float *norm_w; /* norm task: its weight, and whether out is added to x first */
+    int norm_add;
 };
 
 /* ---- kernels (plain C; the vectorised ones replace these behind the same names later) ---- */
@@ -48,42 +52,68 @@ static void rmsnorm(float *o, const float *x, const float *w, int n, float eps) 
     for (int i = 0; i < n; i++) o[i] = w[i] * (x[i] * inv);
 }
 
-/* HF rotate-half RoPE on one head vector: pairs (i, i + hd/2). */
-static void rope(float *v, int hd, int32_t pos, const float *inv_freq) {
+/* HF rotate-half RoPE on one head vector: pairs (i, i + hd/2), with the row's cos/sin of
+ * pos · inv_freq[i]. */
+static void rope(float *v, int hd, const float *cs, const float *sn) {
     int half = hd / 2;
     for (int i = 0; i < half; i++) {
-        float ang = (float)pos * inv_freq[i];
-        float c = cosf(ang), s = sinf(ang);
         float a = v[i], b = v[i + half];
-        v[i] = a * c - b * s;
-        v[i + half] = b * c + a * s;
+        v[i] = a * cs[i] - b * sn[i];
+        v[i + half] = b * cs[i] + a * sn[i];
     }
 }
 
 static float silu(float x) { return x / (1.0f + expf(-x)); }
 
-/* ---- linear with the adapter hook ---- */
+/* Pool task: hb = silu(hb) ⊙ hb2 over rows [r0, r1) (expf is the costly part). */
+static void swiglu_range(void *arg, int64_t r0, int64_t r1, int tid) {
+    (void)tid;
+    core_fwd_t *f = arg;
+    const size_t ffn = (size_t)f->m->cfg.intermediate_size;
+    for (size_t i = (size_t)r0 * ffn; i < (size_t)r1 * ffn; i++)
+        f->hb[i] = silu(f->hb[i]) * f->hb2[i];
+}
+
+/* ---- linears with the adapter hook ---- */
+
+/* The projections ps[0..np) of layer, which all read x, into ys: one base product over all of
+ * them (core_linear_multi), then for each the hook's deltas and the bias. A projection whose
+ * input the hook transforms (LoRMA post) runs on its own with that input. */
+static void linears(core_fwd_t *f, int layer, const core_proj_t *ps, int np, const float *x,
+                    int n, float *const *ys, const core_step_seg_t *segs, int n_segs) {
+    const core_layer_t *ly = &f->m->layers[layer];
+    core_lin_call_t call[4];
+    const core_weight_t *shared_w[4];
+    float *shared_y[4];
+    int n_shared = 0;
+    for (int i = 0; i < np; i++) {
+        const core_weight_t *w = &ly->proj[ps[i]];
+        call[i] = (core_lin_call_t){.layer = layer, .proj = ps[i], .d_in = (int)w->cols,
+                                    .d_out = (int)w->rows, .n_rows = n, .n_segs = n_segs,
+                                    .segs = segs, .row0 = f->row0, .exec = f->ex};
+        if (f->has_hook && f->hook.pre && f->hook.pre(f->hook.ctx, &call[i], x, f->xmod)) {
+            core_linear(f->ex, w, f->xmod, n, ys[i]);
+        } else {
+            shared_w[n_shared] = w;
+            shared_y[n_shared++] = ys[i];
+        }
+    }
+    if (n_shared) core_linear_multi(f->ex, shared_w, n_shared, x, n, shared_y);
+    for (int i = 0; i < np; i++) {
+        if (f->has_hook && f->hook.post) f->hook.post(f->hook.ctx, &call[i], x, ys[i]);
+        const float *b = ly->bias[ps[i]];
+        if (!b) continue;
+        const int64_t rows = call[i].d_out;
+        for (int t = 0; t < n; t++) {
+            float *yr = ys[i] + (size_t)t * (size_t)rows;
+            for (int64_t o = 0; o < rows; o++) yr[o] += b[o];
+        }
+    }
+}
 
 static void linear(core_fwd_t *f, int layer, core_proj_t p, const float *x, int n, float *y,
                    const core_step_seg_t *segs, int n_segs) {
-    const core_weight_t *w = &f->m->layers[layer].proj[p];
-    const float *in = x;
-    core_lin_call_t call;
-    if (f->has_hook) {
-        call = (core_lin_call_t){.layer = layer, .proj = p, .d_in = (int)w->cols,
-                                 .d_out = (int)w->rows, .n_rows = n, .n_segs = n_segs,
-                                 .segs = segs, .row0 = f->row0, .exec = f->ex};
-        if (f->hook.pre && f->hook.pre(f->hook.ctx, &call, x, f->xmod)) in = f->xmod;
-    }
-    core_linear(f->ex, w, in, n, y);
-    if (f->has_hook && f->hook.post) f->hook.post(f->hook.ctx, &call, x, y);
-    const float *b = f->m->layers[layer].bias[p];
-    if (b) {
-        for (int t = 0; t < n; t++) {
-            float *yr = y + (size_t)t * (size_t)w->rows;
-            for (int64_t i = 0; i < w->rows; i++) yr[i] += b[i];
-        }
-    }
+    linears(f, layer, &p, 1, x, n, &y, segs, n_segs);
 }
 
 /* ---- attention ---- */
@@ -129,6 +159,46 @@ static void attend_one(const core_fwd_t *f, int layer, const core_step_seg_t *sg
     }
 }
 
+/* Pool task over rows: x += out (when norm_add: the residual of the block before), then
+ * xb = rmsnorm(x) · norm_w. */
+static void addnorm_range(void *arg, int64_t r0, int64_t r1, int tid) {
+    (void)tid;
+    core_fwd_t *f = arg;
+    const int dim = f->m->cfg.hidden_size;
+    for (int64_t r = r0; r < r1; r++) {
+        float *x = f->x + (size_t)r * dim;
+        if (f->norm_add) {
+            const float *o = f->out + (size_t)r * dim;
+            for (int i = 0; i < dim; i++) x[i] += o[i];
+        }
+        rmsnorm(f->xb + (size_t)r * dim, x, f->norm_w, dim, f->m->cfg.rms_eps);
+    }
+}
+
+/* Pool task over rows: RoPE on the row's q and k heads, then its k and v into the sequence's
+ * cache slot at the row's position. */
+static void rope_kv_range(void *arg, int64_t r0, int64_t r1, int tid) {
+    (void)tid;
+    core_fwd_t *f = arg;
+    const core_model_config_t *c = &f->m->cfg;
+    const int hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
+    const int l = f->step_layer;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *cs = f->rcos + (size_t)r * (hd / 2), *sn = f->rsin + (size_t)r * (hd / 2);
+        for (int h = 0; h < c->n_heads; h++)
+            rope(f->q + (size_t)r * q_dim + (size_t)h * hd, hd, cs, sn);
+        for (int h = 0; h < c->n_kv_heads; h++)
+            rope(f->k + (size_t)r * kv_dim + (size_t)h * hd, hd, cs, sn);
+        const core_seq_t *s = f->step_segs[f->seg[r]].seq;
+        const int p = f->pos[r];
+        const int32_t blk = s->blocks[p / CORE_KV_BLOCK];
+        memcpy(core_kv_row(s->pool, blk, l, 0, p % CORE_KV_BLOCK), f->k + (size_t)r * kv_dim,
+               (size_t)kv_dim * sizeof(float));
+        memcpy(core_kv_row(s->pool, blk, l, 1, p % CORE_KV_BLOCK), f->v + (size_t)r * kv_dim,
+               (size_t)kv_dim * sizeof(float));
+    }
+}
+
 /* Pool task: items are (row, head) pairs, row-major; each is independent. */
 static void attend_range(void *arg, int64_t i0, int64_t i1, int tid) {
     const core_fwd_t *f = arg;
@@ -171,10 +241,12 @@ int core_fwd_create(const core_model_t *m, int max_tokens, int n_threads, core_f
     f->xmod = malloc(n * wmax * sizeof(float));
     f->out = malloc(n * dim * sizeof(float));
     f->scores = malloc((size_t)core_exec_threads(f->ex) * (size_t)c->max_pos * sizeof(float));
+    f->rcos = malloc(n * (size_t)(c->head_dim / 2 + 1) * sizeof(float));
+    f->rsin = malloc(n * (size_t)(c->head_dim / 2 + 1) * sizeof(float));
     f->pos = malloc(n * sizeof(int32_t));
     f->row0 = malloc(n * sizeof(int));
     f->seg = malloc(n * sizeof(int));
-    if (!f->seg || !f->x || !f->xb || !f->q || !f->k || !f->v || !f->att || !f->hb || !f->hb2 ||
+    if (!f->seg || !f->rcos || !f->rsin || !f->x || !f->xb || !f->q || !f->k || !f->v || !f->att || !f->hb || !f->hb2 ||
         !f->xmod || !f->out || !f->scores || !f->pos || !f->row0) {
         core_fwd_free(f);
         return LLM_ENOMEM;
@@ -199,6 +271,8 @@ void core_fwd_free(core_fwd_t *f) {
     free(f->pos);
     free(f->row0);
     free(f->seg);
+    free(f->rcos);
+    free(f->rsin);
     core_exec_free(f->ex);
     free(f);
 }
@@ -270,6 +344,11 @@ int core_fwd_step(core_fwd_t *f, const core_step_seg_t *segs, int n_segs, float 
             f->pos[n] = segs[i].seq->n_past + t;
             f->seg[n] = i;
             att_macs += 2.0 * q_dim * (f->pos[n] + 1);
+            for (int i = 0; i < hd / 2; i++) {
+                const float ang = (float)f->pos[n] * m->rope_inv_freq[i];
+                f->rcos[(size_t)n * (hd / 2) + i] = cosf(ang);
+                f->rsin[(size_t)n * (hd / 2) + i] = sinf(ang);
+            }
             core_weight_row(&m->embed, segs[i].tokens[t], f->x + (size_t)n * dim);
         }
     }
@@ -277,45 +356,28 @@ int core_fwd_step(core_fwd_t *f, const core_step_seg_t *segs, int n_segs, float 
     for (int l = 0; l < c->n_layers; l++) {
         const core_layer_t *ly = &m->layers[l];
 
-        /* attention block */
-        for (int r = 0; r < n; r++)
-            rmsnorm(f->xb + (size_t)r * dim, f->x + (size_t)r * dim, ly->attn_norm, dim,
-                    c->rms_eps);
-        linear(f, l, CORE_PROJ_Q, f->xb, n, f->q, segs, n_segs);
-        linear(f, l, CORE_PROJ_K, f->xb, n, f->k, segs, n_segs);
-        linear(f, l, CORE_PROJ_V, f->xb, n, f->v, segs, n_segs);
-        for (int r = 0; r < n; r++) {
-            for (int h = 0; h < c->n_heads; h++)
-                rope(f->q + (size_t)r * q_dim + (size_t)h * hd, hd, f->pos[r], m->rope_inv_freq);
-            for (int h = 0; h < c->n_kv_heads; h++)
-                rope(f->k + (size_t)r * kv_dim + (size_t)h * hd, hd, f->pos[r], m->rope_inv_freq);
-        }
-        for (int i = 0; i < n_segs; i++) {
-            const core_seq_t *s = segs[i].seq;
-            for (int t = 0; t < segs[i].n_tok; t++) {
-                const int r = f->row0[i] + t, p = f->pos[r];
-                const int32_t blk = s->blocks[p / CORE_KV_BLOCK];
-                memcpy(core_kv_row(s->pool, blk, l, 0, p % CORE_KV_BLOCK),
-                       f->k + (size_t)r * kv_dim, (size_t)kv_dim * sizeof(float));
-                memcpy(core_kv_row(s->pool, blk, l, 1, p % CORE_KV_BLOCK),
-                       f->v + (size_t)r * kv_dim, (size_t)kv_dim * sizeof(float));
-            }
-        }
+        /* attention block (the MLP's residual of the layer before is added here) */
         f->step_segs = segs, f->step_layer = l;
+        f->norm_w = ly->attn_norm, f->norm_add = l > 0;
+        core_exec_run_sized(f->ex, addnorm_range, f, n, 1, 4.0 * n * dim);
+        static const core_proj_t qkv[3] = {CORE_PROJ_Q, CORE_PROJ_K, CORE_PROJ_V};
+        float *const qkv_out[3] = {f->q, f->k, f->v};
+        linears(f, l, qkv, 3, f->xb, n, qkv_out, segs, n_segs);
+        core_exec_run_sized(f->ex, rope_kv_range, f, n, 1, 4.0 * n * (q_dim + 2 * kv_dim));
         core_exec_run_sized(f->ex, attend_range, f, (int64_t)n * c->n_heads, 1, att_macs);
         linear(f, l, CORE_PROJ_O, f->att, n, f->out, segs, n_segs);
-        for (size_t i = 0; i < (size_t)n * dim; i++) f->x[i] += f->out[i];
 
-        /* MLP block: down(silu(gate(x)) * up(x)) */
-        for (int r = 0; r < n; r++)
-            rmsnorm(f->xb + (size_t)r * dim, f->x + (size_t)r * dim, ly->ffn_norm, dim,
-                    c->rms_eps);
-        linear(f, l, CORE_PROJ_GATE, f->xb, n, f->hb, segs, n_segs);
-        linear(f, l, CORE_PROJ_UP, f->xb, n, f->hb2, segs, n_segs);
-        for (size_t i = 0; i < (size_t)n * ffn; i++) f->hb[i] = silu(f->hb[i]) * f->hb2[i];
+        /* MLP block: down(silu(gate(x)) * up(x)), after x += o(attention) */
+        f->norm_w = ly->ffn_norm, f->norm_add = 1;
+        core_exec_run_sized(f->ex, addnorm_range, f, n, 1, 4.0 * n * dim);
+        static const core_proj_t gate_up[2] = {CORE_PROJ_GATE, CORE_PROJ_UP};
+        float *const gu_out[2] = {f->hb, f->hb2};
+        linears(f, l, gate_up, 2, f->xb, n, gu_out, segs, n_segs);
+        core_exec_run_sized(f->ex, swiglu_range, f, n, 1, 8.0 * n * ffn); /* ~8 FMA per expf */
         linear(f, l, CORE_PROJ_DOWN, f->hb, n, f->out, segs, n_segs);
-        for (size_t i = 0; i < (size_t)n * dim; i++) f->x[i] += f->out[i];
     }
+    if (c->n_layers > 0) /* the last MLP's residual */
+        for (size_t i = 0; i < (size_t)n * dim; i++) f->x[i] += f->out[i];
 
     /* Final norm and LM head for the requested rows only (gathered into xb). */
     int nl = 0;

@@ -1,5 +1,7 @@
 #include "generate.h"
 
+#include "linear.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -174,6 +176,7 @@ int core_generate(const core_model_t *m, const tok_tokenizer_t *tok, core_gen_re
         goto done;
     }
     if (opts && opts->hook) core_fwd_set_hook(fwd, opts->hook);
+    if (opts && opts->split_tiny) core_exec_set_min_parallel(core_fwd_exec(fwd), 0);
     logits = malloc((size_t)n_reqs * (size_t)c->vocab_size * sizeof(float));
     if (!logits) {
         rc = llm_err_set(err, LLM_ENOMEM, "out of memory");

@@ -45,6 +45,8 @@ typedef struct core_gen_opts_s {
     int max_step_tokens;        /* token budget of one step (chunked prefill); >= 1 */
     const core_lin_hook_t *hook;/* NULL: base model only */
     int n_threads;              /* compute threads; 0 = one per online CPU */
+    int split_tiny;             /* split even tiny layers across the threads (tests of the
+                                 * parallel code on small models); 0 = only where it pays */
 } core_gen_opts_t;
 
 /* Runs every request to completion (EOS of the model or tokenizer unless ignore_eos, a stop

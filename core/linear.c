@@ -1,6 +1,7 @@
 /* linear.c: the engine's compute context and the two paths of y = x·Wᵀ (see linear.h). */
 #include "linear.h"
 
+#include <assert.h>
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,24 +100,29 @@ void core_exec_run_sized(core_exec_t *ex, kern_range_fn fn, void *arg, int64_t t
     else kern_pool_run(ex->pool, fn, arg, total, align);
 }
 
-/* ---- prefill path ---- */
+/* ---- both paths, over the rows of several matrices that read the same x ---- */
+
+#define MAX_MULTI 4
 
 typedef struct {
     core_exec_t *ex;
-    const core_weight_t *w;
-    const float *x;
+    int nw;
+    const core_weight_t *const *w;
+    float *const *y;
+    const float *x;       /* the prompt path's input (rounded like the kernels when they do) */
     int n;
-    float *y;
-} gemm_job_t;
+    int kernels;          /* 1: decode path (a is prepared), 0: sgemm path */
+    kern_act_t a;
+    int64_t off[MAX_MULTI + 1]; /* first row of each matrix in the concatenation */
+} multi_job_t;
 
-/* Rows [r0, r1) of y for all n tokens: y[:, r0:r1] = x · W[r0:r1]ᵀ. */
-static void gemm_rows(void *arg, int64_t r0, int64_t r1, int tid) {
-    const gemm_job_t *j = arg;
-    const core_weight_t *w = j->w;
+/* Rows [r0, r1) of matrix w for all n tokens on the sgemm path. */
+static void gemm_rows(const multi_job_t *j, const core_weight_t *w, float *y, int64_t r0,
+                      int64_t r1, int tid) {
     const int k = (int)w->cols, ldy = (int)w->rows;
     if (w->type == KERN_W_F32) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)(r1 - r0), k, 1.0f, j->x,
-                    k, (const float *)w->data + (size_t)r0 * (size_t)k, k, 0.0f, j->y + r0, ldy);
+                    k, (const float *)w->data + (size_t)r0 * (size_t)k, k, 0.0f, y + r0, ldy);
         return;
     }
     float *panel = j->ex->panel[tid];
@@ -124,24 +130,53 @@ static void gemm_rows(void *arg, int64_t r0, int64_t r1, int tid) {
         const int64_t e = p + PANEL_ROWS < r1 ? p + PANEL_ROWS : r1;
         core_weight_rows_f32(w, p, e, panel);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)(e - p), k, 1.0f, j->x,
-                    k, panel, k, 0.0f, j->y + p, ldy);
+                    k, panel, k, 0.0f, y + p, ldy);
     }
 }
 
-void core_linear(core_exec_t *ex, const core_weight_t *w, const float *x, int n, float *y) {
-    const double macs = (double)n * (double)w->rows * (double)w->cols;
-    if (n <= CORE_KERN_MAX_N) {
-        const kern_mat_t m = core_weight_mat(w);
-        kern_matmul_mt(ex->ops, macs < ex->min_parallel ? NULL : ex->pool, &m, x, n, y,
-                       ex->work);
-        return;
+/* Rows [i0, i1) of the concatenated matrices. */
+static void multi_rows(void *arg, int64_t i0, int64_t i1, int tid) {
+    const multi_job_t *j = arg;
+    for (int m = 0; m < j->nw; m++) {
+        const int64_t lo = i0 > j->off[m] ? i0 : j->off[m];
+        const int64_t hi = i1 < j->off[m + 1] ? i1 : j->off[m + 1];
+        if (lo >= hi) continue;
+        const core_weight_t *w = j->w[m];
+        if (j->kernels) {
+            const kern_mat_t km = core_weight_mat(w);
+            j->ex->ops->rows[w->type](&km, &j->a, j->y[m], lo - j->off[m], hi - j->off[m]);
+        } else {
+            gemm_rows(j, w, j->y[m], lo - j->off[m], hi - j->off[m], tid);
+        }
     }
-    const kern_act_round_t mode = kern_act_rounding(ex->ops, w->type, w->cols);
-    if (mode != KERN_ACT_F32) {
-        kern_round_acts(mode, x, n, w->cols, ex->xr);
-        x = ex->xr;
+}
+
+void core_linear_multi(core_exec_t *ex, const core_weight_t *const *w, int nw, const float *x,
+                       int n, float *const *y) {
+    assert(nw >= 1 && nw <= MAX_MULTI);
+    multi_job_t j = {.ex = ex, .nw = nw, .w = w, .y = y, .x = x, .n = n,
+                     .kernels = n <= CORE_KERN_MAX_N};
+    double macs = 0;
+    for (int m = 0; m < nw; m++) {
+        assert(w[m]->cols == w[0]->cols && w[m]->type == w[0]->type);
+        j.off[m + 1] = j.off[m] + w[m]->rows;
+        macs += (double)n * (double)w[m]->rows * (double)w[m]->cols;
     }
-    gemm_job_t j = {.ex = ex, .w = w, .x = x, .n = n, .y = y};
+    const kern_wtype_t wt = w[0]->type;
+    const int64_t cols = w[0]->cols;
+    if (j.kernels) {
+        ex->ops->prep(wt, x, n, cols, ex->work, &j.a); /* once for every matrix */
+    } else {
+        const kern_act_round_t mode = kern_act_rounding(ex->ops, wt, cols);
+        if (mode != KERN_ACT_F32) {
+            kern_round_acts(mode, x, n, cols, ex->xr);
+            j.x = ex->xr;
+        }
+    }
     /* boundaries on 16-row multiples keep each worker's output columns on whole cache lines */
-    core_exec_run_sized(ex, gemm_rows, &j, w->rows, 16, macs);
+    core_exec_run_sized(ex, multi_rows, &j, j.off[nw], 16, macs);
+}
+
+void core_linear(core_exec_t *ex, const core_weight_t *w, const float *x, int n, float *y) {
+    core_linear_multi(ex, &w, 1, x, n, &y);
 }

@@ -56,6 +56,12 @@ const char *core_exec_describe(const core_exec_t *ex);
  * overlapping; n ≤ max_tokens, w->cols ≤ max_cols. No allocation. */
 void core_linear(core_exec_t *ex, const core_weight_t *w, const float *x, int n, float *y);
 
+/* core_linear for nw ≤ 4 matrices with the same cols and storage type that read the same x
+ * (q, k, v; gate, up): y[m] = x · w[m]ᵀ. One parallel region over all their rows and, on the
+ * kernel path, one activation prep, instead of one each. */
+void core_linear_multi(core_exec_t *ex, const core_weight_t *const *w, int nw, const float *x,
+                       int n, float *const *y);
+
 /* fn over [0, total) split across the pool (kern_pool_run), for the forward's other loops
  * (attention over rows × heads). */
 void core_exec_run(core_exec_t *ex, kern_range_fn fn, void *arg, int64_t total);

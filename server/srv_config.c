@@ -46,8 +46,9 @@ static const char *const k_log_names[] = {
 #define HELP_COL 32     /* column where the meaning starts in --help */
 #define HELP_WIDTH 100
 
-/* LORAMUX_* variables that are not settings but are allowed in the environment. */
-static const char *const k_env_other[] = {"CONFIG", "FIXTURES", "BIN", NULL};
+/* LORAMUX_* variables that are not settings but are allowed in the environment (the tests'
+ * and benchmarks': LORAMUX_FIXTURES, LORAMUX_BIN, LORAMUX_DOCKER_TEST). */
+static const char *const k_env_other[] = {"CONFIG", "FIXTURES", "BIN", "DOCKER_TEST", NULL};
 
 /* ---- enumerations: the choices are the setting's metavar, "a|b|c" ---- */
 

@@ -54,7 +54,8 @@
     XX(adapter_memory_budget_mb, INT, "0", 0, 16777216, "MIB",                                   \
        "Memory for loaded adapters in MiB; 0 = unlimited.")                                      \
     XX(max_adapters_per_step, INT, "0", 0, 4096, "N",                                            \
-       "Most distinct adapters in one engine step; 0 = unlimited.")                              \
+       "Most distinct adapters in one engine step; 0 = unlimited. While it is reached, waiting "  \
+       "requests for adapters already running are admitted first (for at most 0.5 s).")         \
     XX(max_running, INT, "32", 1, 4096, "N", "Most sequences in one engine step.")               \
     XX(max_step_tokens, INT, "512", 16, 65536, "N",                                              \
        "Token budget of one engine step; longer prompts are prefilled in chunks.")               \

@@ -514,11 +514,15 @@ static T512 void lr_shrink_bf16(const kern_mat_t *a, const float *x, int64_t ldx
     if (n > 0) rows_bf16w_ld(a, &act, v, ldv, 0, a->rows);
 }
 
+/* expand: prefetch the Bt rows this many column groups ahead, 0 = none (n ≥ 2; LR_PF_N1 for
+ * a lone token). Measured cold, r = 16, d = 576 and 2048: at n = 8, 1 is 15–40 % faster than
+ * none and 2–4 are no better than 1; at n = 1 prefetching made no consistent difference
+ * (±10 % either way, as PF_ROWS_N1 for the rows kernels), so it is left out there. */
 #ifndef LR_PF
-/* expand: prefetch the Bt rows this many column groups ahead, 0 = none. Measured cold, r = 16
- * (bench_kernels-like, busy host): 1 is 15–40 % faster than none at n = 8, within ±10 % at
- * n = 1; 2 and 4 were no better than 1. */
 #define LR_PF 1
+#endif
+#ifndef LR_PF_N1
+#define LR_PF_N1 0
 #endif
 
 /* Expand tile: T tokens from t0 × CW vectors of 16 columns from c (the last vector masked by
@@ -588,7 +592,7 @@ INL T512 void expand_any(const kern_mat_t *bt, const float *v, int64_t ldv, int 
     int64_t c = c0;
     if (n == 1)
         for (; c + 128 <= c1; c += 128)
-            expand_tile(bt, v, ldv, 0, y, ldy, c, 0xffff, LR_PF, 1, 8, TY);
+            expand_tile(bt, v, ldv, 0, y, ldy, c, 0xffff, LR_PF_N1, 1, 8, TY);
     for (; c + 64 <= c1; c += 64) EXPAND_TILES(4, (__mmask16)0xffff, LR_PF)
     for (; c < c1; c += 16) {
         const __mmask16 ml = c1 - c >= 16 ? 0xffff : (__mmask16)((1u << (c1 - c)) - 1);

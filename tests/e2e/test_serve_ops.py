@@ -8,6 +8,7 @@ import http.client
 import json
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -544,3 +545,24 @@ def test_sigint_also_stops_cleanly(server, models):
     s.signal(signal.SIGINT)
     assert s.wait_exit(10) == 0, s.log()
     assert time.monotonic() - t0 < 3  # idle: nothing to drain
+
+
+@pytest.mark.parametrize("weights", ["f32", "bf16", "int8"])
+def test_weight_types_serve_and_are_logged(server, models, weights):
+    """Every --weights type serves; the start-up log names it, the kernel backend chosen for
+    this CPU, the compute threads and OpenBLAS's core, and the adapter factor dtype."""
+    s = server(models.stories, "--weights", weights, "--threads", 2)
+    o = s.completion(prompt="Once", max_tokens=8, temperature=0, ignore_eos=True)
+    assert o["usage"]["completion_tokens"] == 8
+    log = s.log()
+    assert f"{weights} weights" in log, log
+    assert "2 compute threads; kernels: " in log, log
+    assert "OpenBLAS" in log and "1 thread per call" in log, log
+    assert "adapters bf16" in log, log
+
+
+def test_bad_weights_setting_stops_startup(binary, models):
+    r = subprocess.run([str(binary), "serve", "--model", str(models.stories), "--weights", "fp8"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2, r
+    assert "--weights" in r.stderr and "f32|bf16|int8" in r.stderr, r.stderr

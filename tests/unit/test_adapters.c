@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "adapter.h"
+#include "linear.h"
 #include "adp_config.h"
 #include "forward.h"
 #include "generate.h"
@@ -91,12 +92,14 @@ static int setup(void **state) {
     free(dir);
     fx->shape = sa_shape_from_synth(&fx->so);
     if (adp_hook_create(fx->base, 512, &fx->hook)) return -1;
+    adp_hook_set_sgmv_min(fx->hook, 8); /* segment 0 (9 tokens) takes SGMV, the rest BGMV */
     adp_hook_bind(fx->hook, &fx->lh);
     if (core_model_load(tu_fixture_path("stories260K-hf"), &fx->stories, &err)) {
         fprintf(stderr, "stories260K: %s\n", err.msg);
         return -1;
     }
     if (adp_hook_create(fx->stories, 512, &fx->st_hook)) return -1;
+    adp_hook_set_sgmv_min(fx->st_hook, 8); /* prompt chunks SGMV, decode and short BGMV */
     adp_hook_bind(fx->st_hook, &fx->st_lh);
     *state = fx;
     return 0;
@@ -187,6 +190,7 @@ static float *run_steps(const core_model_t *m, const core_lin_hook_t *hook,
     core_fwd_t *fwd;
     assert_int_equal(core_kv_pool_create(&m->cfg, 16, &pool), 0);
     assert_int_equal(core_fwd_create(m, 64, 0, &fwd), 0);
+    core_exec_set_min_parallel(core_fwd_exec(fwd), 0); /* the parallel code, even here */
     if (hook) core_fwd_set_hook(fwd, hook);
     core_seq_t seq[NSEG];
     core_step_seg_t segs[NSEG];
@@ -769,7 +773,9 @@ static void test_batch_of_mixed_adapters_matches_solo(void **state) {
         }
     }
     core_gen_req_t alone[NREQ], batch[NREQ];
-    core_gen_opts_t solo = {.max_step_tokens = 64, .hook = &fx->st_lh};
+    /* split_tiny: this small model goes through the parallel code (one region per adapter
+     * group when there are many, shrink and expand phases when few) as real ones do */
+    core_gen_opts_t solo = {.max_step_tokens = 64, .hook = &fx->st_lh, .split_tiny = 1};
     for (int i = 0; i < NREQ; i++) {
         alone[i] = (core_gen_req_t){.prompt = prompts[i], .n_prompt = lens[i],
                                     .max_tokens = 36 + i % 5, .sampling = greedy(),
@@ -785,7 +791,7 @@ static void test_batch_of_mixed_adapters_matches_solo(void **state) {
     assert_true(memcmp(plain.ids, alone[0].ids, (size_t)plain.n_ids * 4) != 0);
     core_gen_req_clear(&plain);
 
-    core_gen_opts_t chunked = {.max_step_tokens = 7, .hook = &fx->st_lh};
+    core_gen_opts_t chunked = {.max_step_tokens = 7, .hook = &fx->st_lh, .split_tiny = 1};
     assert_int_equal(core_generate(m, NULL, batch, NREQ, &chunked, &err), 0);
     for (int i = 0; i < NREQ; i++) {
         if (batch[i].n_ids != alone[i].n_ids ||

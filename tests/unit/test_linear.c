@@ -106,6 +106,49 @@ static void test_threads_bit_identical(void **state) {
     free(d);
 }
 
+/* core_linear_multi (q, k, v in one parallel region) gives each matrix what core_linear
+ * gives it: bit for bit on the kernel path, to fp32 rounding on the sgemm path. */
+static void test_multi_equals_single(void **state) {
+    (void)state;
+    data_t *d = make_data();
+    enum { R0 = 64, R1 = 32, R2 = 96 }; /* sub-matrices of the test weights */
+    for (int wt = 0; wt < KERN_W_COUNT; wt++) {
+        core_weight_t w[3];
+        const int rows[3] = {R0, R1, R2};
+        for (int m = 0, off = 0; m < 3; off += rows[m], m++)
+            assert_int_equal(core_weight_init(&w[m], (kern_wtype_t)wt, CORE_DT_F32,
+                                              d->w + (size_t)off * COLS, rows[m], COLS, NULL),
+                             0);
+        core_exec_t *ex;
+        assert_int_equal(core_exec_create(3, N, COLS, &ex), 0);
+        core_exec_set_min_parallel(ex, 0);
+        for (int n = 1; n <= N; n += N - 1) { /* 1: kernel path, N: sgemm path */
+            float *one[3], *multi[3];
+            for (int m = 0; m < 3; m++) {
+                one[m] = malloc(sizeof(float) * (size_t)n * rows[m]);
+                multi[m] = malloc(sizeof(float) * (size_t)n * rows[m]);
+                core_linear(ex, &w[m], d->x, n, one[m]);
+            }
+            const core_weight_t *ws[3] = {&w[0], &w[1], &w[2]};
+            core_linear_multi(ex, ws, 3, d->x, n, multi);
+            for (int m = 0; m < 3; m++) {
+                if (n <= CORE_KERN_MAX_N) {
+                    assert_memory_equal(one[m], multi[m], sizeof(float) * (size_t)n * rows[m]);
+                } else {
+                    for (int i = 0; i < n * rows[m]; i++)
+                        assert_true(fabsf(one[m][i] - multi[m][i]) <=
+                                    1e-5f * (1.0f + fabsf(one[m][i])));
+                }
+                free(one[m]);
+                free(multi[m]);
+            }
+        }
+        core_exec_free(ex);
+        for (int m = 0; m < 3; m++) core_weight_deinit(&w[m]);
+    }
+    free(d);
+}
+
 /* Storage: bf16 rounds to nearest even (and copies a bf16 source bit for bit), int8 keeps
  * every element within half a step of its row's scale, non-finite sources are refused with
  * the element's index, and the sizes are what --weights promises. */
@@ -160,6 +203,7 @@ int main(void) {
         cmocka_unit_test(test_paths_agree_int8),
         cmocka_unit_test(test_paths_agree_one_thread),
         cmocka_unit_test(test_threads_bit_identical),
+        cmocka_unit_test(test_multi_equals_single),
         cmocka_unit_test(test_weight_storage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
