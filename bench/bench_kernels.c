@@ -488,6 +488,7 @@ static void bench_lora(bench_t *b) {
         x[i] = (float)((i * 7919) % 201) / 100 - 1;
         y[i] = 0;
     }
+    sleep_ms(250); /* OpenBLAS's workers may still be spinning after the linears */
     double bw1 = bandwidth(b, NULL, 5), bw2 = bandwidth(b, b->pool2, 5);
     static double sec[2][2][2][KERN_BK_COUNT][2]; /* [d][tpa][threads][backend][dtype] */
     /* throw-away pass, as for the linears: the first group measured comes out slow */
