@@ -217,14 +217,17 @@ def main():
     for d in (reg_up, reg_imp):
         shutil.rmtree(d, ignore_errors=True)
     try:
-        # resident size of one adapter, for the budget
-        probe = factory(base)
+        # resident size of one adapter, for the budget. The budget is whole MiB, so the smallest
+        # holds 1 MiB / size: fp32 factors (~2 KiB here) make that ~500 (bf16 would be ~1,000).
+        dtype = ("--adapter-dtype", "fp32")
+        probe = factory(base, *dtype)
         rb = C.upload_ok(probe, "probe", paths[0])["resident_bytes"]
         probe.stop()
         budget_mb = max(1, round(a.resident * rb / (1 << 20)))
         fits = budget_mb * (1 << 20) // rb
-        rows.append(("budget", f"{budget_mb} MiB = {fits} adapters of {rb} B resident"))
-        flags = ("--adapter-memory-budget-mb", budget_mb)
+        rows.append(("budget", f"{budget_mb} MiB = {fits} adapters of {rb} B resident "
+                     f"({dtype[1]} factors)"))
+        flags = ("--adapter-memory-budget-mb", budget_mb, *dtype)
 
         # ---- 1a. populate by uploads ----
         phase("setup")
