@@ -30,7 +30,7 @@ struct core_fwd_s {
     float *hb2;    /* up (ffn) */
     float *xmod;   /* hook input transform (max width) */
     float *out;    /* projection output before the residual add (dim) */
-    float *scores; /* (threads, max_pos) attention scores of one query head per thread */
+    float *scores; /* (threads, group, max_pos) attention scores of one KV head's query heads */
     float *rcos, *rsin; /* (max_tokens, head_dim/2) RoPE rotation of each row's position:
                          * the same for every layer and head, so computed once per step */
     int32_t *pos;  /* (max_tokens) position of each row */
@@ -118,44 +118,74 @@ static void linear(core_fwd_t *f, int layer, core_proj_t p, const float *x, int 
 
 /* ---- attention ---- */
 
-/* Causal attention of one query row and head over its sequence's cache (which already holds
- * this step's keys and values). scores: max_pos floats of the calling thread. */
-static void attend_one(const core_fwd_t *f, int layer, const core_step_seg_t *sg, int row,
-                       int h, float *scores) {
+/* Causal attention of one query row for the query heads of one KV head (GQA: `group` heads
+ * share it), over the row's sequence cache, which already holds this step's keys and values.
+ * Each key and value row is loaded once for the whole group, and positions are walked block by
+ * block (a block's 16 rows are contiguous). scores: group × max_pos floats of the calling
+ * thread. */
+static void attend_group(const core_fwd_t *f, int layer, const core_step_seg_t *sg, int row,
+                         int kvh, float *scores) {
     const core_model_config_t *c = &f->m->cfg;
     const core_kv_pool_t *pool = sg->seq->pool;
     const int hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
-    const int q_dim = c->n_heads * hd;
+    const int q_dim = c->n_heads * hd, max_pos = c->max_pos;
     const float scale = 1.0f / sqrtf((float)hd);
     const int32_t *blocks = sg->seq->blocks;
     const int32_t npos = f->pos[row] + 1; /* attends to positions 0..pos */
-    const float *qh = f->q + (size_t)row * q_dim + (size_t)h * hd;
-    const int kvo = (h / group) * hd;
-    float mx = -INFINITY;
-    for (int32_t j = 0; j < npos; j++) {
-        const float *kr =
-            core_kv_row(pool, blocks[j / CORE_KV_BLOCK], layer, 0, j % CORE_KV_BLOCK) + kvo;
-        float s = 0.0f;
+    const float *q0 = f->q + (size_t)row * q_dim + (size_t)kvh * group * hd;
+    const int kvo = kvh * hd;
+    float mx[CORE_MAX_GQA_GROUP];
+    for (int g = 0; g < group; g++) mx[g] = -INFINITY;
+    for (int32_t j0 = 0; j0 < npos; j0 += CORE_KV_BLOCK) {
+        const float *kb = core_kv_row(pool, blocks[j0 / CORE_KV_BLOCK], layer, 0, 0) + kvo;
+        const int32_t nj = npos - j0 < CORE_KV_BLOCK ? npos - j0 : CORE_KV_BLOCK;
+        for (int32_t j = 0; j < nj; j++) {
+            const float *kr = kb + (size_t)j * pool->kv_dim;
+            for (int g = 0; g < group; g++) {
+                const float *qh = q0 + (size_t)g * hd;
+                float s = 0.0f;
 #pragma omp simd reduction(+ : s)
-        for (int i = 0; i < hd; i++) s += qh[i] * kr[i];
-        s *= scale;
-        scores[j] = s;
-        if (s > mx) mx = s;
+                for (int i = 0; i < hd; i++) s += qh[i] * kr[i];
+                s *= scale;
+                scores[(size_t)g * max_pos + j0 + j] = s;
+                if (s > mx[g]) mx[g] = s;
+            }
+        }
     }
-    float sum = 0.0f;
-    for (int32_t j = 0; j < npos; j++) {
-        scores[j] = expf(scores[j] - mx);
-        sum += scores[j];
+    float inv[CORE_MAX_GQA_GROUP];
+    for (int g = 0; g < group; g++) {
+        float *sc = scores + (size_t)g * max_pos, sum = 0.0f;
+        for (int32_t j = 0; j < npos; j++) {
+            sc[j] = expf(sc[j] - mx[g]);
+            sum += sc[j];
+        }
+        inv[g] = 1.0f / sum;
+        memset(f->att + (size_t)row * q_dim + (size_t)(kvh * group + g) * hd, 0,
+               (size_t)hd * sizeof(float));
     }
-    float *oh = f->att + (size_t)row * q_dim + (size_t)h * hd;
-    memset(oh, 0, (size_t)hd * sizeof(float));
-    const float inv = 1.0f / sum;
-    for (int32_t j = 0; j < npos; j++) {
-        const float *vr =
-            core_kv_row(pool, blocks[j / CORE_KV_BLOCK], layer, 1, j % CORE_KV_BLOCK) + kvo;
-        const float a = scores[j] * inv;
+    for (int32_t j0 = 0; j0 < npos; j0 += CORE_KV_BLOCK) {
+        const float *vb = core_kv_row(pool, blocks[j0 / CORE_KV_BLOCK], layer, 1, 0) + kvo;
+        const int32_t nj = npos - j0 < CORE_KV_BLOCK ? npos - j0 : CORE_KV_BLOCK;
+        for (int32_t j = 0; j < nj; j++) {
+            const float *vr = vb + (size_t)j * pool->kv_dim;
+            for (int g = 0; g < group; g++) {
+                float *oh = f->att + (size_t)row * q_dim + (size_t)(kvh * group + g) * hd;
+                const float a = scores[(size_t)g * max_pos + j0 + j] * inv[g];
 #pragma omp simd
-        for (int i = 0; i < hd; i++) oh[i] += a * vr[i];
+                for (int i = 0; i < hd; i++) oh[i] += a * vr[i];
+            }
+        }
+    }
+}
+
+/* Pool task: items are (row, KV head) pairs, row-major; each is independent. */
+static void attend_range(void *arg, int64_t i0, int64_t i1, int tid) {
+    const core_fwd_t *f = arg;
+    const int nkv = f->m->cfg.n_kv_heads, group = f->m->cfg.n_heads / nkv;
+    float *scores = f->scores + (size_t)tid * (size_t)group * (size_t)f->m->cfg.max_pos;
+    for (int64_t i = i0; i < i1; i++) {
+        const int row = (int)(i / nkv), kvh = (int)(i % nkv);
+        attend_group(f, f->step_layer, &f->step_segs[f->seg[row]], row, kvh, scores);
     }
 }
 
@@ -199,17 +229,6 @@ static void rope_kv_range(void *arg, int64_t r0, int64_t r1, int tid) {
     }
 }
 
-/* Pool task: items are (row, head) pairs, row-major; each is independent. */
-static void attend_range(void *arg, int64_t i0, int64_t i1, int tid) {
-    const core_fwd_t *f = arg;
-    const int nh = f->m->cfg.n_heads;
-    float *scores = f->scores + (size_t)tid * (size_t)f->m->cfg.max_pos;
-    for (int64_t i = i0; i < i1; i++) {
-        const int row = (int)(i / nh), h = (int)(i % nh);
-        attend_one(f, f->step_layer, &f->step_segs[f->seg[row]], row, h, scores);
-    }
-}
-
 /* ---- public API ---- */
 
 int core_fwd_create(const core_model_t *m, int max_tokens, int n_threads, core_fwd_t **out) {
@@ -240,7 +259,8 @@ int core_fwd_create(const core_model_t *m, int max_tokens, int n_threads, core_f
     f->hb2 = malloc(n * ffn * sizeof(float));
     f->xmod = malloc(n * wmax * sizeof(float));
     f->out = malloc(n * dim * sizeof(float));
-    f->scores = malloc((size_t)core_exec_threads(f->ex) * (size_t)c->max_pos * sizeof(float));
+    f->scores = malloc((size_t)core_exec_threads(f->ex) * (size_t)(c->n_heads / c->n_kv_heads) *
+                       (size_t)c->max_pos * sizeof(float));
     f->rcos = malloc(n * (size_t)(c->head_dim / 2 + 1) * sizeof(float));
     f->rsin = malloc(n * (size_t)(c->head_dim / 2 + 1) * sizeof(float));
     f->pos = malloc(n * sizeof(int32_t));
@@ -364,7 +384,7 @@ int core_fwd_step(core_fwd_t *f, const core_step_seg_t *segs, int n_segs, float 
         float *const qkv_out[3] = {f->q, f->k, f->v};
         linears(f, l, qkv, 3, f->xb, n, qkv_out, segs, n_segs);
         core_exec_run_sized(f->ex, rope_kv_range, f, n, 1, 4.0 * n * (q_dim + 2 * kv_dim));
-        core_exec_run_sized(f->ex, attend_range, f, (int64_t)n * c->n_heads, 1, att_macs);
+        core_exec_run_sized(f->ex, attend_range, f, (int64_t)n * c->n_kv_heads, 1, att_macs);
         linear(f, l, CORE_PROJ_O, f->att, n, f->out, segs, n_segs);
 
         /* MLP block: down(silu(gate(x)) * up(x)), after x += o(attention) */

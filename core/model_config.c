@@ -209,6 +209,13 @@ int core_model_config_parse(const char *config_json, const char *generation_json
                          "num_key_value_heads %d", cfg->n_heads, cfg->n_kv_heads);
         goto done;
     }
+    if (cfg->n_heads / cfg->n_kv_heads > CORE_MAX_GQA_GROUP) {
+        rc = llm_err_set(err, LLM_EUNSUPPORTED,
+                         "config.json: num_attention_heads %d / num_key_value_heads %d = %d query "
+                         "heads per KV head; at most %d are supported", cfg->n_heads,
+                         cfg->n_kv_heads, cfg->n_heads / cfg->n_kv_heads, CORE_MAX_GQA_GROUP);
+        goto done;
+    }
     if (cfg->head_dim % 2 != 0) {
         rc = llm_err_set(err, LLM_EFORMAT, "config.json: head_dim %d must be even for RoPE",
                          cfg->head_dim);

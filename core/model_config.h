@@ -12,6 +12,9 @@
 
 #include "llm_error.h"
 
+/* Query heads per KV head the attention supports (Llama-family models use 1–8). */
+#define CORE_MAX_GQA_GROUP 64
+
 typedef enum { CORE_ARCH_LLAMA = 0, CORE_ARCH_MISTRAL, CORE_ARCH_QWEN2 } core_arch_t;
 
 typedef struct core_model_config_s {

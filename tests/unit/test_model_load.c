@@ -299,6 +299,19 @@ static void test_config_rope_yarn(void **state) {
     done(&md);
 }
 
+/* More query heads per KV head than the attention supports: refused, naming both fields. */
+static void test_config_gqa_group_too_large(void **state) {
+    synth_model_opts_t o = base_opts();
+    o.n_heads = 2 * CORE_MAX_GQA_GROUP;
+    o.n_kv_heads = 1;
+    o.head_dim = 2;
+    mdir_t md;
+    write_model(&md, &o);
+    expect_refusal(&md, LLM_EUNSUPPORTED, "num_attention_heads", "query heads per KV head",
+                   NULL);
+    done(&md);
+}
+
 static void test_config_gelu(void **state) {
     synth_model_opts_t o = base_opts();
     o.hidden_act = "gelu";
@@ -461,6 +474,7 @@ int main(void) {
         cmocka_unit_test(test_sliding_window),
         cmocka_unit_test(test_generation_config_eos),
         cmocka_unit_test(test_ignorable_tensors),
+        cmocka_unit_test(test_config_gqa_group_too_large),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
