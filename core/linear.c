@@ -89,10 +89,6 @@ int core_exec_threads(const core_exec_t *ex) { return ex->n_threads; }
 const char *core_exec_describe(const core_exec_t *ex) { return ex->desc; }
 void core_exec_set_min_parallel(core_exec_t *ex, double macs) { ex->min_parallel = macs; }
 
-void core_exec_run(core_exec_t *ex, kern_range_fn fn, void *arg, int64_t total) {
-    if (total > 0) kern_pool_run(ex->pool, fn, arg, total, 1);
-}
-
 void core_exec_run_sized(core_exec_t *ex, kern_range_fn fn, void *arg, int64_t total,
                          int64_t align, double work) {
     if (total <= 0) return;

@@ -62,13 +62,10 @@ void core_linear(core_exec_t *ex, const core_weight_t *w, const float *x, int n,
 void core_linear_multi(core_exec_t *ex, const core_weight_t *const *w, int nw, const float *x,
                        int n, float *const *y);
 
-/* fn over [0, total) split across the pool (kern_pool_run), for the forward's other loops
- * (attention over rows × heads). */
-void core_exec_run(core_exec_t *ex, kern_range_fn fn, void *arg, int64_t total);
-
-/* The same with boundaries on multiples of align, run on the calling thread alone (as
- * participant 0) when work, the call's multiply-adds, is too small to pay for waking the
- * workers. */
+/* fn over [0, total) split across the pool (kern_pool_run) with boundaries on multiples of
+ * align, for the forward's other loops (attention, norms) and the adapter hook; run on the
+ * calling thread alone (as participant 0) when work, the call's multiply-adds, is too small
+ * to pay for waking the workers. */
 void core_exec_run_sized(core_exec_t *ex, kern_range_fn fn, void *arg, int64_t total,
                          int64_t align, double work);
 
