@@ -67,16 +67,6 @@ struct adp_hook_s {
 
 #define is_sgmv(it) ((it)->n >= h->sgmv_min)
 
-/* bf16 → fp32 (a shift), written so the loop vectorises. */
-static void widen_bf16(const uint16_t *src, size_t n, float *dst) {
-#pragma omp simd
-    for (size_t i = 0; i < n; i++) {
-        const uint32_t u = (uint32_t)src[i] << 16;
-        float f;
-        memcpy(&f, &u, sizeof f);
-        dst[i] = f;
-    }
-}
 
 /* T = w · X·Aᵀ for one item. */
 static void shrink_one(adp_hook_t *h, const item_t *it, int tid) {
@@ -92,7 +82,8 @@ static void shrink_one(adp_hook_t *h, const item_t *it, int tid) {
             const uint16_t *a = A->data;
             for (int j0 = 0; j0 < r; j0 += WIDEN_ROWS) {
                 const int nj = r - j0 < WIDEN_ROWS ? r - j0 : WIDEN_ROWS;
-                widen_bf16(a + (size_t)j0 * (size_t)k, (size_t)nj * (size_t)k, h->wide[tid]);
+                kern_bf16_to_f32_n(a + (size_t)j0 * (size_t)k, h->wide[tid],
+                                   (size_t)nj * (size_t)k);
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, it->n, nj, k, 1.0f, it->X,
                             (int)it->ldx, h->wide[tid], k, 0.0f, it->T + j0, r);
             }
@@ -128,8 +119,8 @@ static void expand_one(adp_hook_t *h, const item_t *it, int64_t c0, int64_t c1, 
             for (int j0 = 0; j0 < r; j0 += WIDEN_ROWS) {
                 const int nj = r - j0 < WIDEN_ROWS ? r - j0 : WIDEN_ROWS;
                 for (int j = 0; j < nj; j++)
-                    widen_bf16(b + (size_t)(j0 + j) * ldb + (size_t)c0, (size_t)nc,
-                               h->wide[tid] + (size_t)j * nc);
+                    kern_bf16_to_f32_n(b + (size_t)(j0 + j) * ldb + (size_t)c0,
+                                       h->wide[tid] + (size_t)j * nc, (size_t)nc);
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, it->n, nc, nj, 1.0f,
                             it->T + j0, r, h->wide[tid], nc, 1.0f, it->Y + c0, (int)h->ldy);
             }
@@ -338,7 +329,9 @@ static void hook_post(void *ctx, const core_lin_call_t *c, const float *x, float
                 add_item(h, c->exec, c->d_out, md, X, c->d_in, Y, n, set->w[k], 0);
                 break;
             /* y = B·(A·y): the shrink reads the base output, the expand replaces it */
-            case ADP_K_OUT_LR: add_item(h, c->exec, c->d_out, md, Y, c->d_out, Y, n, 1.0f, 1); break;
+            case ADP_K_OUT_LR:
+                add_item(h, c->exec, c->d_out, md, Y, c->d_out, Y, n, 1.0f, 1);
+                break;
             case ADP_K_MORA:
             case ADP_K_OUT_FULL: serial = 1; break;
             default: break; /* NONE, or an input transform done in hook_pre */

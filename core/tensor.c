@@ -152,19 +152,9 @@ void core_weight_rows_f32(const core_weight_t *w, int64_t r0, int64_t r1, float 
         const size_t off = (size_t)r * cols;
         switch (w->type) {
         case KERN_W_F32: memcpy(out, (const float *)w->data + off, cols * sizeof(float)); break;
-        case KERN_W_BF16: {
-            /* bf16 is the top half of an fp32: a shift, inline so the loop vectorises (the
-             * prompt path widens every weight once per step through here) */
-            const uint16_t *p = (const uint16_t *)w->data + off;
-#pragma omp simd
-            for (size_t k = 0; k < cols; k++) {
-                const uint32_t u = (uint32_t)p[k] << 16;
-                float f;
-                memcpy(&f, &u, sizeof f);
-                out[k] = f;
-            }
+        case KERN_W_BF16: /* vectorised: the prompt path widens every weight each step */
+            kern_bf16_to_f32_n((const uint16_t *)w->data + off, out, cols);
             break;
-        }
         default: {
             const int8_t *p = (const int8_t *)w->data + off;
             const float s = w->scale[r];

@@ -207,6 +207,8 @@ void kern_matmul_mt(const kern_ops_t *ops, kern_pool_t *pool, const kern_mat_t *
 uint16_t kern_f32_to_bf16(float f);
 float kern_bf16_to_f32(uint16_t h);
 void kern_f32_to_bf16_n(const float *src, uint16_t *dst, size_t n);
+/* n bf16 values widened to fp32 (exact: a shift), in a loop the compiler vectorises. */
+void kern_bf16_to_f32_n(const uint16_t *src, float *dst, size_t n);
 
 /* Symmetric per-row int8: scale[r] = max_k |src[r][k]| / 127 (0 for an all-zero row) and
  * q[r][k] = round_half_even(src[r][k] · 127 / max_k |src[r][k]|) clamped to [-127, 127], so

@@ -27,6 +27,16 @@ void kern_f32_to_bf16_n(const float *src, uint16_t *dst, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = kern_f32_to_bf16(src[i]);
 }
 
+void kern_bf16_to_f32_n(const uint16_t *src, float *dst, size_t n) {
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t u = (uint32_t)src[i] << 16;
+        float f;
+        memcpy(&f, &u, sizeof f);
+        dst[i] = f;
+    }
+}
+
 /* ---- int8 ---- */
 
 /* Quantises one vector with the given inverse step; round half to even (lrintf in the default
