@@ -5,11 +5,11 @@
 #include "synth_adapter.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "synth_sbuf.h"
 #include "synth_st_writer.h"
 
 /* ---- names and shapes ---- */
@@ -102,35 +102,6 @@ static uint64_t stream_for(uint64_t seed, int layer, int p, const char *role) {
     return s;
 }
 
-/* ---- growable string ---- */
-
-typedef struct {
-    char *s;
-    size_t len, cap;
-    int oom;
-} sbuf_t;
-
-__attribute__((format(printf, 2, 3))) static void sb_printf(sbuf_t *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) { b->oom = 1; return; }
-        if (b->s && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap ? b->cap * 2 : 1024;
-        while (cap <= b->len + (size_t)n) cap *= 2;
-        char *ns = realloc(b->s, cap);
-        if (!ns) { b->oom = 1; return; }
-        b->s = ns;
-        b->cap = cap;
-    }
-}
-
 /* ---- config ---- */
 
 static int resolved_r(const sa_opts_t *o) { return o->r > 0 ? o->r : 8; }
@@ -141,43 +112,43 @@ static double resolved_alpha(const sa_opts_t *o) {
 
 char *sa_config_json(const sa_opts_t *o) {
     if (o->config_override) return strdup(o->config_override);
-    sbuf_t b = {0};
+    synth_sbuf_t b = {0};
     const unsigned t = o->targets ? o->targets : (SA_BIT(SA_Q) | SA_BIT(SA_V));
-    sb_printf(&b, "{\n");
+    synth_sb_printf(&b, "{\n");
     switch (o->method) {
     case SA_LORMA:
-        sb_printf(&b, "  \"peft_type\": \"LORMA\",\n  \"lorma_mode\": \"%s\",\n"
+        synth_sb_printf(&b, "  \"peft_type\": \"LORMA\",\n  \"lorma_mode\": \"%s\",\n"
                   "  \"rank_inflation\": \"%s\",\n", o->lorma_pre ? "pre" : "post",
                   o->inflation == SA_RRI ? "rri" : o->inflation == SA_SHIFT ? "shift" : "none");
         break;
     case SA_LORA2:
-        sb_printf(&b, "  \"peft_type\": \"LORA2\",\n  \"k\": %d,\n", resolved_k(o));
+        synth_sb_printf(&b, "  \"peft_type\": \"LORA2\",\n  \"k\": %d,\n", resolved_k(o));
         break;
     default:
-        sb_printf(&b, "  \"peft_type\": \"LORA\",\n  \"task_type\": \"CAUSAL_LM\",\n"
+        synth_sb_printf(&b, "  \"peft_type\": \"LORA\",\n  \"task_type\": \"CAUSAL_LM\",\n"
                   "  \"bias\": \"none\",\n  \"lora_dropout\": 0.0,\n  \"fan_in_fan_out\": false,\n"
                   "  \"use_rslora\": %s,\n  \"use_dora\": %s,\n  \"lora_bias\": %s,\n",
                   o->method == SA_RSLORA ? "true" : "false",
                   o->method == SA_DORA ? "true" : "false", o->lora_bias ? "true" : "false");
         if (o->method == SA_MORA)
-            sb_printf(&b, "  \"use_mora\": true,\n  \"mora_type\": %d,\n",
+            synth_sb_printf(&b, "  \"use_mora\": true,\n  \"mora_type\": %d,\n",
                       o->mora_type ? o->mora_type : 1);
         break;
     }
     const int syn = o->method == SA_LORMA && o->lorma_synonyms;
-    sb_printf(&b, "  \"%s\": %d,\n  \"%s\": %.17g,\n", syn ? "lorma_r" : "r", resolved_r(o),
+    synth_sb_printf(&b, "  \"%s\": %d,\n  \"%s\": %.17g,\n", syn ? "lorma_r" : "r", resolved_r(o),
               syn ? "lorma_alpha" : "lora_alpha", resolved_alpha(o));
-    if (o->base_name) sb_printf(&b, "  \"base_model_name_or_path\": \"%s\",\n", o->base_name);
-    else sb_printf(&b, "  \"base_model_name_or_path\": null,\n");
-    if (o->peft_version) sb_printf(&b, "  \"peft_version\": \"%s\",\n", o->peft_version);
-    if (o->extra_config) sb_printf(&b, "  %s,\n", o->extra_config);
+    if (o->base_name) synth_sb_printf(&b, "  \"base_model_name_or_path\": \"%s\",\n", o->base_name);
+    else synth_sb_printf(&b, "  \"base_model_name_or_path\": null,\n");
+    if (o->peft_version) synth_sb_printf(&b, "  \"peft_version\": \"%s\",\n", o->peft_version);
+    if (o->extra_config) synth_sb_printf(&b, "  %s,\n", o->extra_config);
     if (o->targets_json) {
-        sb_printf(&b, "  \"target_modules\": %s\n}\n", o->targets_json);
+        synth_sb_printf(&b, "  \"target_modules\": %s\n}\n", o->targets_json);
     } else {
-        sb_printf(&b, "  \"target_modules\": [");
+        synth_sb_printf(&b, "  \"target_modules\": [");
         for (int p = 0, n = 0; p < SA_NPROJ; p++)
-            if (t & SA_BIT(p)) sb_printf(&b, "%s\"%s\"", n++ ? ", " : "", sa_proj_name(p));
-        sb_printf(&b, "]\n}\n");
+            if (t & SA_BIT(p)) synth_sb_printf(&b, "%s\"%s\"", n++ ? ", " : "", sa_proj_name(p));
+        synth_sb_printf(&b, "]\n}\n");
     }
     if (b.oom) {
         free(b.s);

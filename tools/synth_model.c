@@ -2,11 +2,11 @@
 #include "synth_model.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "synth_sbuf.h"
 #include "synth_st_writer.h"
 
 /* ---- helpers ---- */
@@ -87,34 +87,6 @@ float synth_round_to(core_dtype_t dt, float x) {
     case CORE_DT_BF16: return bf16_bits_to_f32(f32_to_bf16_bits(x));
     case CORE_DT_F16: return f16_bits_to_f32(f32_to_f16_bits(x));
     default: return x;
-    }
-}
-
-/* Growable string for the JSON texts. */
-typedef struct {
-    char *s;
-    size_t len, cap;
-    int oom;
-} sbuf_t;
-
-__attribute__((format(printf, 2, 3))) static void sb_printf(sbuf_t *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) { b->oom = 1; return; }
-        if (b->s && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap ? b->cap * 2 : 1024;
-        while (cap <= b->len + (size_t)n) cap *= 2;
-        char *ns = realloc(b->s, cap);
-        if (!ns) { b->oom = 1; return; }
-        b->s = ns;
-        b->cap = cap;
     }
 }
 
@@ -353,52 +325,52 @@ static const char *torch_dtype_of(core_dtype_t dt) {
 }
 
 char *synth_config_json(const synth_model_opts_t *o) {
-    sbuf_t b = {0};
+    synth_sbuf_t b = {0};
     const char *arch = arch_of(o);
-    sb_printf(&b, "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n", arch,
+    synth_sb_printf(&b, "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n", arch,
               model_type_of(o));
-    sb_printf(&b, "  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n", o->hidden,
+    synth_sb_printf(&b, "  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n", o->hidden,
               o->intermediate);
-    sb_printf(&b, "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n", o->n_layers,
+    synth_sb_printf(&b, "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n", o->n_layers,
               o->n_heads);
-    sb_printf(&b, "  \"num_key_value_heads\": %d,\n", synth_n_kv_heads(o));
-    if (o->head_dim > 0) sb_printf(&b, "  \"head_dim\": %d,\n", o->head_dim);
-    sb_printf(&b, "  \"vocab_size\": %d,\n  \"max_position_embeddings\": %d,\n", o->vocab,
+    synth_sb_printf(&b, "  \"num_key_value_heads\": %d,\n", synth_n_kv_heads(o));
+    if (o->head_dim > 0) synth_sb_printf(&b, "  \"head_dim\": %d,\n", o->head_dim);
+    synth_sb_printf(&b, "  \"vocab_size\": %d,\n  \"max_position_embeddings\": %d,\n", o->vocab,
               o->max_pos);
-    sb_printf(&b, "  \"rms_norm_eps\": %.9g,\n  \"rope_theta\": %.9g,\n",
+    synth_sb_printf(&b, "  \"rms_norm_eps\": %.9g,\n  \"rope_theta\": %.9g,\n",
               o->rms_eps > 0 ? o->rms_eps : 1e-5, o->rope_theta > 0 ? o->rope_theta : 10000.0);
     if (o->rope_scaling_json)
-        sb_printf(&b, "  \"rope_scaling\": %s,\n", o->rope_scaling_json);
+        synth_sb_printf(&b, "  \"rope_scaling\": %s,\n", o->rope_scaling_json);
     else if (o->rope_llama3)
-        sb_printf(&b,
+        synth_sb_printf(&b,
                   "  \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": %.9g, "
                   "\"low_freq_factor\": %.9g, \"high_freq_factor\": %.9g, "
                   "\"original_max_position_embeddings\": %d},\n",
                   o->rope_factor, o->rope_low_freq_factor, o->rope_high_freq_factor,
                   o->rope_orig_max_pos);
     else
-        sb_printf(&b, "  \"rope_scaling\": null,\n");
-    sb_printf(&b, "  \"hidden_act\": \"%s\",\n", o->hidden_act ? o->hidden_act : "silu");
-    sb_printf(&b, "  \"tie_word_embeddings\": %s,\n", o->tie_embeddings ? "true" : "false");
+        synth_sb_printf(&b, "  \"rope_scaling\": null,\n");
+    synth_sb_printf(&b, "  \"hidden_act\": \"%s\",\n", o->hidden_act ? o->hidden_act : "silu");
+    synth_sb_printf(&b, "  \"tie_word_embeddings\": %s,\n", o->tie_embeddings ? "true" : "false");
     if (synth_is_qwen2(o)) {
         /* What Qwen2 checkpoints carry: a window that is off unless use_sliding_window. */
-        sb_printf(&b,
+        synth_sb_printf(&b,
                   "  \"use_sliding_window\": false,\n  \"sliding_window\": %d,\n"
                   "  \"max_window_layers\": %d,\n",
                   o->sliding_window > 0 ? o->sliding_window : o->max_pos, o->n_layers);
     } else if (strcmp(model_type_of(o), "mistral") == 0) {
-        if (o->sliding_window > 0) sb_printf(&b, "  \"sliding_window\": %d,\n", o->sliding_window);
-        else sb_printf(&b, "  \"sliding_window\": null,\n");
-        if (o->attention_bias) sb_printf(&b, "  \"attention_bias\": true,\n");
+        if (o->sliding_window > 0) synth_sb_printf(&b, "  \"sliding_window\": %d,\n", o->sliding_window);
+        else synth_sb_printf(&b, "  \"sliding_window\": null,\n");
+        if (o->attention_bias) synth_sb_printf(&b, "  \"attention_bias\": true,\n");
     } else {
-        sb_printf(&b, "  \"attention_bias\": %s,\n  \"mlp_bias\": false,\n",
+        synth_sb_printf(&b, "  \"attention_bias\": %s,\n  \"mlp_bias\": false,\n",
                   o->attention_bias ? "true" : "false");
-        sb_printf(&b, "  \"pretraining_tp\": 1,\n");
+        synth_sb_printf(&b, "  \"pretraining_tp\": 1,\n");
     }
-    if (o->bos_id >= 0) sb_printf(&b, "  \"bos_token_id\": %d,\n", o->bos_id);
-    if (o->eos_id >= 0) sb_printf(&b, "  \"eos_token_id\": %d,\n", o->eos_id);
-    if (o->extra_config) sb_printf(&b, "  %s,\n", o->extra_config);
-    sb_printf(&b,
+    if (o->bos_id >= 0) synth_sb_printf(&b, "  \"bos_token_id\": %d,\n", o->bos_id);
+    if (o->eos_id >= 0) synth_sb_printf(&b, "  \"eos_token_id\": %d,\n", o->eos_id);
+    if (o->extra_config) synth_sb_printf(&b, "  %s,\n", o->extra_config);
+    synth_sb_printf(&b,
               "  \"initializer_range\": 0.02,\n  \"use_cache\": true,\n"
               "  \"torch_dtype\": \"%s\",\n  \"transformers_version\": \"4.45.0\"\n}\n",
               torch_dtype_of(o->dtype));
@@ -518,12 +490,12 @@ static int write_tensors(const synth_model_opts_t *o, const synth_tensor_t *t,
         return write_file(o, t, kinds, 0, n, path);
     }
     const int ns = o->n_shards;
-    sbuf_t idx = {0};
+    synth_sbuf_t idx = {0};
     size_t total = 0;
     for (int i = 0; i < n; i++)
         total += (size_t)t[i].shape[0] * (size_t)(t[i].n_dims == 2 ? t[i].shape[1] : 1) *
                  core_dtype_size(o->dtype);
-    sb_printf(&idx, "{\n  \"metadata\": {\"total_size\": %zu},\n  \"weight_map\": {", total);
+    synth_sb_printf(&idx, "{\n  \"metadata\": {\"total_size\": %zu},\n  \"weight_map\": {", total);
     for (int s = 0; s < ns; s++) {
         const int lo = (int)((int64_t)n * s / ns), hi = (int)((int64_t)n * (s + 1) / ns);
         char file[64];
@@ -534,9 +506,9 @@ static int write_tensors(const synth_model_opts_t *o, const synth_tensor_t *t,
             return -1;
         }
         for (int i = lo; i < hi; i++)
-            sb_printf(&idx, "%s\n    \"%s\": \"%s\"", i ? "," : "", t[i].name, file);
+            synth_sb_printf(&idx, "%s\n    \"%s\": \"%s\"", i ? "," : "", t[i].name, file);
     }
-    sb_printf(&idx, "\n  }\n}\n");
+    synth_sb_printf(&idx, "\n  }\n}\n");
     int rc = idx.oom ? -1 : write_text(dir, "model.safetensors.index.json", idx.s);
     free(idx.s);
     return rc;
