@@ -8,11 +8,6 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Rows widened per sgemm call on the prefill path for bf16/int8 weights. 64 rows of the
- * widest input (5632 for TinyLlama's down projection) are 1.4 MB: small enough to stay in
- * cache between the widening and sgemm, large enough for sgemm to run at full speed. */
-#define PANEL_ROWS 64
-
 /* Below this many multiply-adds a call runs on the calling thread alone: handing work to a
  * worker and waiting for it costs a few microseconds, as much as ~64K FMAs. Tiny models
  * (stories260K's 64-wide layers) and small adapters stay serial; real layers never are. */
@@ -25,9 +20,7 @@ struct core_exec_s {
     int64_t max_cols;
     int max_tokens;
     double min_parallel;  /* MIN_PARALLEL_MACS unless a test lowers it */
-    float *xr;            /* (max_tokens, max_cols): x rounded as the kernels round it */
     void *work;           /* kernel activation work buffer (prep runs once per call) */
-    float **panel;        /* (n_threads) PANEL_ROWS × max_cols fp32 each */
     char desc[256];
 };
 
@@ -48,17 +41,11 @@ int core_exec_create(int n_threads, int max_tokens, int64_t max_cols, core_exec_
     ex->ops = kern_select(kdesc, sizeof kdesc);
     size_t work = 0;
     for (int t = 0; t < KERN_W_COUNT; t++) {
-        size_t s = kern_work_size((kern_wtype_t)t, CORE_KERN_MAX_N, max_cols);
+        size_t s = kern_work_size((kern_wtype_t)t, max_tokens, max_cols);
         if (s > work) work = s;
     }
     ex->work = malloc(work);
-    ex->xr = malloc((size_t)max_tokens * (size_t)max_cols * sizeof(float));
-    ex->panel = calloc((size_t)n_threads, sizeof *ex->panel);
-    int rc = ex->work && ex->panel && ex->xr ? 0 : LLM_ENOMEM;
-    for (int i = 0; !rc && i < n_threads; i++) {
-        ex->panel[i] = aligned_alloc(64, (size_t)PANEL_ROWS * (size_t)max_cols * sizeof(float));
-        if (!ex->panel[i]) rc = LLM_ENOMEM;
-    }
+    int rc = ex->work ? 0 : LLM_ENOMEM;
     if (!rc) rc = kern_pool_create(n_threads, &ex->pool);
     if (rc) {
         core_exec_free(ex);
@@ -76,10 +63,7 @@ int core_exec_create(int n_threads, int max_tokens, int64_t max_cols, core_exec_
 void core_exec_free(core_exec_t *ex) {
     if (!ex) return;
     kern_pool_free(ex->pool);
-    for (int i = 0; ex->panel && i < ex->n_threads; i++) free(ex->panel[i]);
-    free(ex->panel);
     free(ex->work);
-    free(ex->xr);
     free(ex);
 }
 
@@ -105,70 +89,70 @@ typedef struct {
     int nw;
     const core_weight_t *const *w;
     float *const *y;
-    const float *x;       /* the prompt path's input (rounded like the kernels when they do) */
+    const float *x;       /* the sgemm path's input */
     int n;
-    int kernels;          /* 1: decode path (a is prepared), 0: sgemm path */
+    int kernels;          /* 1: kernel path (a is prepared), 0: sgemm path */
     kern_act_t a;
     int64_t off[MAX_MULTI + 1]; /* first row of each matrix in the concatenation */
 } multi_job_t;
 
-/* Rows [r0, r1) of matrix w for all n tokens on the sgemm path. */
-static void gemm_rows(const multi_job_t *j, const core_weight_t *w, float *y, int64_t r0,
-                      int64_t r1, int tid) {
-    const int k = (int)w->cols, ldy = (int)w->rows;
-    if (w->type == KERN_W_F32) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)(r1 - r0), k, 1.0f, j->x,
-                    k, (const float *)w->data + (size_t)r0 * (size_t)k, k, 0.0f, y + r0, ldy);
-        return;
-    }
-    float *panel = j->ex->panel[tid];
-    for (int64_t p = r0; p < r1; p += PANEL_ROWS) {
-        const int64_t e = p + PANEL_ROWS < r1 ? p + PANEL_ROWS : r1;
-        core_weight_rows_f32(w, p, e, panel);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)(e - p), k, 1.0f, j->x,
-                    k, panel, k, 0.0f, y + p, ldy);
+/* Tokens [t0, t0 + n) of prepared activations, as the kernels read them. */
+static kern_act_t act_slice(const kern_act_t *a, int t0, int n) {
+    kern_act_t s = *a;
+    s.n = n;
+    s.x = a->x + (size_t)t0 * (size_t)a->ldx;
+    if (a->xb) s.xb = a->xb + (size_t)t0 * (size_t)a->ld;
+    if (a->xq) s.xq = a->xq + (size_t)t0 * (size_t)a->ld;
+    if (a->xs) s.xs = a->xs + t0;
+    if (a->xsum) s.xsum = a->xsum + t0;
+    return s;
+}
+
+/* Rows [r0, r1) of matrix w for all n tokens on the kernel path: slices of up to
+ * CORE_KERN_MAX_N tokens, each streaming the rows once (from cache after the first slice:
+ * a worker's share of one matrix is at most a few MB). */
+static void kernel_rows(const multi_job_t *j, const core_weight_t *w, float *y, int64_t r0,
+                        int64_t r1) {
+    const kern_mat_t km = core_weight_mat(w);
+    for (int t0 = 0; t0 < j->n; t0 += CORE_KERN_MAX_N) {
+        const int nt = j->n - t0 < CORE_KERN_MAX_N ? j->n - t0 : CORE_KERN_MAX_N;
+        const kern_act_t s = act_slice(&j->a, t0, nt);
+        j->ex->ops->rows[w->type](&km, &s, y + (size_t)t0 * (size_t)w->rows, r0, r1);
     }
 }
 
 /* Rows [i0, i1) of the concatenated matrices. */
 static void multi_rows(void *arg, int64_t i0, int64_t i1, int tid) {
+    (void)tid;
     const multi_job_t *j = arg;
     for (int m = 0; m < j->nw; m++) {
         const int64_t lo = i0 > j->off[m] ? i0 : j->off[m];
         const int64_t hi = i1 < j->off[m + 1] ? i1 : j->off[m + 1];
         if (lo >= hi) continue;
         const core_weight_t *w = j->w[m];
-        if (j->kernels) {
-            const kern_mat_t km = core_weight_mat(w);
-            j->ex->ops->rows[w->type](&km, &j->a, j->y[m], lo - j->off[m], hi - j->off[m]);
-        } else {
-            gemm_rows(j, w, j->y[m], lo - j->off[m], hi - j->off[m], tid);
-        }
+        const int64_t r0 = lo - j->off[m], k = w->cols;
+        if (j->kernels)
+            kernel_rows(j, w, j->y[m], r0, hi - j->off[m]);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)(hi - lo), (int)k,
+                        1.0f, j->x, (int)k, (const float *)w->data + (size_t)r0 * (size_t)k,
+                        (int)k, 0.0f, j->y[m] + r0, (int)w->rows);
     }
 }
 
 void core_linear_multi(core_exec_t *ex, const core_weight_t *const *w, int nw, const float *x,
                        int n, float *const *y) {
     assert(nw >= 1 && nw <= MAX_MULTI);
+    const kern_wtype_t wt = w[0]->type;
     multi_job_t j = {.ex = ex, .nw = nw, .w = w, .y = y, .x = x, .n = n,
-                     .kernels = n <= CORE_KERN_MAX_N};
+                     .kernels = n <= CORE_KERN_MAX_N || wt != KERN_W_F32};
     double macs = 0;
     for (int m = 0; m < nw; m++) {
-        assert(w[m]->cols == w[0]->cols && w[m]->type == w[0]->type);
+        assert(w[m]->cols == w[0]->cols && w[m]->type == wt);
         j.off[m + 1] = j.off[m] + w[m]->rows;
         macs += (double)n * (double)w[m]->rows * (double)w[m]->cols;
     }
-    const kern_wtype_t wt = w[0]->type;
-    const int64_t cols = w[0]->cols;
-    if (j.kernels) {
-        ex->ops->prep(wt, x, n, cols, ex->work, &j.a); /* once for every matrix */
-    } else {
-        const kern_act_round_t mode = kern_act_rounding(ex->ops, wt, cols);
-        if (mode != KERN_ACT_F32) {
-            kern_round_acts(mode, x, n, cols, ex->xr);
-            j.x = ex->xr;
-        }
-    }
+    if (j.kernels) ex->ops->prep(wt, x, n, w[0]->cols, ex->work, &j.a); /* once for all */
     /* boundaries on 16-row multiples keep each worker's output columns on whole cache lines */
     core_exec_run_sized(ex, multi_rows, &j, j.off[nw], 16, macs);
 }

@@ -220,15 +220,9 @@ void kern_quant_i8_rows(const float *src, int64_t rows, int64_t cols, int8_t *q,
 
 /* What a backend's rows kernel for weights of type wt multiplies instead of the fp32
  * activations: the fp32 values themselves, their bf16 rounding (dpbf16 path), or their per-token
- * int8 quantisation q · sx (vnni path). Callers that compute part of a layer another way
- * (sgemm for prompt-sized steps, linear.h) apply the same rounding first, so a token's result
- * does not depend on which path its step took. */
+ * int8 quantisation q · sx (vnni path): what a caller's error bound has to allow for. */
 typedef enum { KERN_ACT_F32 = 0, KERN_ACT_BF16, KERN_ACT_I8 } kern_act_round_t;
 
 kern_act_round_t kern_act_rounding(const kern_ops_t *ops, kern_wtype_t wt, int64_t cols);
-
-/* out[n, cols] = x rounded as mode says (bit-identical to what the kernels use). out may equal
- * x. */
-void kern_round_acts(kern_act_round_t mode, const float *x, int n, int64_t cols, float *out);
 
 #endif

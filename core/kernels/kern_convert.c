@@ -126,22 +126,3 @@ void kern__prep_fp32act(kern_wtype_t wt, const float *x, int n, int64_t cols, vo
     kern__prep_f32_aligned(x, n, cols, work, a);
 }
 
-void kern_round_acts(kern_act_round_t mode, const float *x, int n, int64_t cols, float *out) {
-    for (int t = 0; t < n; t++) {
-        const float *xt = x + (size_t)t * (size_t)cols;
-        float *ot = out + (size_t)t * (size_t)cols;
-        if (mode == KERN_ACT_BF16) {
-            for (int64_t k = 0; k < cols; k++) ot[k] = kern_bf16_to_f32(kern_f32_to_bf16(xt[k]));
-        } else if (mode == KERN_ACT_I8) {
-            /* the rule of kern__prep_quant_i8, element by element */
-            const float m = absmax(xt, cols), sx = m / 127.0f, inv = m > 0.0f ? 127.0f / m : 0.0f;
-            for (int64_t k = 0; k < cols; k++) {
-                int8_t q;
-                quant_vec(xt + k, 1, inv, &q);
-                ot[k] = (float)q * sx;
-            }
-        } else if (ot != xt) {
-            memcpy(ot, xt, (size_t)cols * sizeof(float));
-        }
-    }
-}

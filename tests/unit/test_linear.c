@@ -1,6 +1,6 @@
-/* test_linear.c: core_linear's two paths (streaming kernels for decode-sized steps, sgemm per
- * worker for prompt-sized ones) on every weight type, against each other and against an fp64
- * reference; weight storage and conversion (core_weight_init). */
+/* test_linear.c: core_linear on every weight type, decode-sized and prompt-sized (the kernels in
+ * token slices for bf16 and int8, sgemm per worker for fp32), against each other and against an
+ * fp64 reference; weight storage and conversion (core_weight_init). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -35,10 +35,10 @@ static data_t *make_data(void) {
     return d;
 }
 
-/* The same step as one prompt-sized call (sgemm path) and as N single-token calls (kernel
- * path): equal to fp32 rounding, because the sgemm path rounds activations the way the kernel
- * does. Both are within the kernel's stated accuracy of the fp64 product of the stored
- * weights. */
+/* The same step as one prompt-sized call (N > CORE_KERN_MAX_N: kernel slices, or sgemm for
+ * fp32) and as N single-token calls (kernel path): equal to fp32 rounding, since activations
+ * are rounded per token whatever the slice. Both are within the kernel's stated accuracy of
+ * the fp64 product of the stored weights. */
 static void check_paths(kern_wtype_t wt, int threads) {
     data_t *d = make_data();
     core_weight_t w;
@@ -71,6 +71,9 @@ static void check_paths(kern_wtype_t wt, int threads) {
                 kern_wtype_name(wt), threads, worst_paths, worst_ref, ref_tol);
     assert_true(worst_paths <= 1e-5);
     assert_true(worst_ref <= ref_tol);
+    /* bf16 and int8 take the kernels at every n: the step equals its tokens one by one, bit
+     * for bit (the kernels sum each output in the same order whatever the tile or slice) */
+    if (wt != KERN_W_F32) assert_memory_equal(yg, yk, sizeof(float) * N * ROWS);
     free(row);
     free(yg);
     free(yk);
@@ -107,7 +110,8 @@ static void test_threads_bit_identical(void **state) {
 }
 
 /* core_linear_multi (q, k, v in one parallel region) gives each matrix what core_linear
- * gives it: bit for bit on the kernel path, to fp32 rounding on the sgemm path. */
+ * gives it: bit for bit on the kernel path (any n for bf16 and int8), to fp32 rounding on the
+ * sgemm path (fp32 weights, n > CORE_KERN_MAX_N). */
 static void test_multi_equals_single(void **state) {
     (void)state;
     data_t *d = make_data();
@@ -122,7 +126,7 @@ static void test_multi_equals_single(void **state) {
         core_exec_t *ex;
         assert_int_equal(core_exec_create(3, N, COLS, &ex), 0);
         core_exec_set_min_parallel(ex, 0);
-        for (int n = 1; n <= N; n += N - 1) { /* 1: kernel path, N: sgemm path */
+        for (int n = 1; n <= N; n += N - 1) { /* 1: kernel path, N: slices or sgemm */
             float *one[3], *multi[3];
             for (int m = 0; m < 3; m++) {
                 one[m] = malloc(sizeof(float) * (size_t)n * rows[m]);
@@ -132,7 +136,7 @@ static void test_multi_equals_single(void **state) {
             const core_weight_t *ws[3] = {&w[0], &w[1], &w[2]};
             core_linear_multi(ex, ws, 3, d->x, n, multi);
             for (int m = 0; m < 3; m++) {
-                if (n <= CORE_KERN_MAX_N) {
+                if (n <= CORE_KERN_MAX_N || wt != KERN_W_F32) {
                     assert_memory_equal(one[m], multi[m], sizeof(float) * (size_t)n * rows[m]);
                 } else {
                     for (int i = 0; i < n * rows[m]; i++)
