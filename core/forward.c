@@ -39,6 +39,7 @@ struct core_fwd_s {
     /* the step being run, for the parallel tasks below */
     const core_step_seg_t *step_segs;
     int step_layer;
+    int step_n;          /* rows in the step */
     const float *norm_w; /* norm task: its weight, and whether out is added to x first */
     int norm_add;
 };
@@ -127,64 +128,52 @@ static void attend_group(const core_fwd_t *f, int layer, const core_step_seg_t *
                          int kvh, float *scores) {
     const core_model_config_t *c = &f->m->cfg;
     const core_kv_pool_t *pool = sg->seq->pool;
+    const kern_ops_t *ops = core_exec_ops(f->ex);
+    const kern_attn_scores_fn scores_fn = ops->attn_scores[pool->type];
+    const kern_attn_values_fn values_fn = ops->attn_values[pool->type];
     const int hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
-    const int q_dim = c->n_heads * hd, max_pos = c->max_pos;
+    const int64_t lds = c->max_pos;
     const float scale = 1.0f / sqrtf((float)hd);
     const int32_t *blocks = sg->seq->blocks;
     const int32_t npos = f->pos[row] + 1; /* attends to positions 0..pos */
-    const float *q0 = f->q + (size_t)row * q_dim + (size_t)kvh * group * hd;
-    const int kvo = kvh * hd;
-    float mx[CORE_MAX_GQA_GROUP];
-    for (int g = 0; g < group; g++) mx[g] = -INFINITY;
+    /* the group's query heads are consecutive, and so are their outputs */
+    const size_t off = (size_t)row * (size_t)(c->n_heads * hd) + (size_t)kvh * group * hd;
+    float *o = f->att + off;
     for (int32_t j0 = 0; j0 < npos; j0 += CORE_KV_BLOCK) {
-        const float *kb = core_kv_row(pool, blocks[j0 / CORE_KV_BLOCK], layer, 0, 0) + kvo;
-        const int32_t nj = npos - j0 < CORE_KV_BLOCK ? npos - j0 : CORE_KV_BLOCK;
-        for (int32_t j = 0; j < nj; j++) {
-            const float *kr = kb + (size_t)j * pool->kv_dim;
-            for (int g = 0; g < group; g++) {
-                const float *qh = q0 + (size_t)g * hd;
-                float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-                for (int i = 0; i < hd; i++) s += qh[i] * kr[i];
-                s *= scale;
-                scores[(size_t)g * max_pos + j0 + j] = s;
-                if (s > mx[g]) mx[g] = s;
-            }
-        }
+        const int nj = npos - j0 < CORE_KV_BLOCK ? (int)(npos - j0) : CORE_KV_BLOCK;
+        scores_fn(f->q + off, group, hd, core_kv_keys(pool, blocks[j0 / CORE_KV_BLOCK], layer, kvh),
+                  CORE_KV_BLOCK, nj, scale, scores + j0, lds);
     }
     float inv[CORE_MAX_GQA_GROUP];
     for (int g = 0; g < group; g++) {
-        float *sc = scores + (size_t)g * max_pos, sum = 0.0f;
-        for (int32_t j = 0; j < npos; j++) {
-            sc[j] = expf(sc[j] - mx[g]);
-            sum += sc[j];
-        }
-        inv[g] = 1.0f / sum;
-        memset(f->att + (size_t)row * q_dim + (size_t)(kvh * group + g) * hd, 0,
-               (size_t)hd * sizeof(float));
+        float *sc = scores + (size_t)g * (size_t)lds, mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+        for (int32_t j = 0; j < npos; j++) mx = sc[j] > mx ? sc[j] : mx;
+        inv[g] = 1.0f / ops->exp_sum(sc, npos, mx);
     }
+    memset(o, 0, (size_t)group * (size_t)hd * sizeof(float));
     for (int32_t j0 = 0; j0 < npos; j0 += CORE_KV_BLOCK) {
-        const float *vb = core_kv_row(pool, blocks[j0 / CORE_KV_BLOCK], layer, 1, 0) + kvo;
-        const int32_t nj = npos - j0 < CORE_KV_BLOCK ? npos - j0 : CORE_KV_BLOCK;
-        for (int32_t j = 0; j < nj; j++) {
-            const float *vr = vb + (size_t)j * pool->kv_dim;
-            for (int g = 0; g < group; g++) {
-                float *oh = f->att + (size_t)row * q_dim + (size_t)(kvh * group + g) * hd;
-                const float a = scores[(size_t)g * max_pos + j0 + j] * inv[g];
-#pragma omp simd
-                for (int i = 0; i < hd; i++) oh[i] += a * vr[i];
-            }
-        }
+        const int nj = npos - j0 < CORE_KV_BLOCK ? (int)(npos - j0) : CORE_KV_BLOCK;
+        values_fn(scores + j0, lds, group,
+                  core_kv_values(pool, blocks[j0 / CORE_KV_BLOCK], layer, kvh), hd, nj, hd, o);
     }
+    /* softmax normalised once at the end: o = Σ e^(s−max) v / Σ e^(s−max) */
+    for (int g = 0; g < group; g++)
+        for (int i = 0; i < hd; i++) o[(size_t)g * hd + i] *= inv[g];
 }
 
-/* Pool task: items are (row, KV head) pairs, row-major; each is independent. */
+/* Pool task: items are (row, KV head) pairs, each independent. A row's cost grows with its
+ * position, so rows are visited in the order 0, n−1, 1, n−2, …: every contiguous range the
+ * pool hands a thread then holds pairs of rows with the same total cost (a 480-token prompt
+ * split in two plain halves gave one thread three times the other's work). */
 static void attend_range(void *arg, int64_t i0, int64_t i1, int tid) {
     const core_fwd_t *f = arg;
     const int nkv = f->m->cfg.n_kv_heads, group = f->m->cfg.n_heads / nkv;
+    const int n = f->step_n;
     float *scores = f->scores + (size_t)tid * (size_t)group * (size_t)f->m->cfg.max_pos;
     for (int64_t i = i0; i < i1; i++) {
-        const int row = (int)(i / nkv), kvh = (int)(i % nkv);
+        const int h = (int)(i / nkv), kvh = (int)(i % nkv);
+        const int row = h % 2 ? n - 1 - h / 2 : h / 2;
         attend_group(f, f->step_layer, &f->step_segs[f->seg[row]], row, kvh, scores);
     }
 }
@@ -221,11 +210,8 @@ static void rope_kv_range(void *arg, int64_t r0, int64_t r1, int tid) {
             rope(f->k + (size_t)r * kv_dim + (size_t)h * hd, hd, cs, sn);
         const core_seq_t *s = f->step_segs[f->seg[r]].seq;
         const int p = f->pos[r];
-        const int32_t blk = s->blocks[p / CORE_KV_BLOCK];
-        memcpy(core_kv_row(s->pool, blk, l, 0, p % CORE_KV_BLOCK), f->k + (size_t)r * kv_dim,
-               (size_t)kv_dim * sizeof(float));
-        memcpy(core_kv_row(s->pool, blk, l, 1, p % CORE_KV_BLOCK), f->v + (size_t)r * kv_dim,
-               (size_t)kv_dim * sizeof(float));
+        core_kv_store(s->pool, s->blocks[p / CORE_KV_BLOCK], l, p % CORE_KV_BLOCK,
+                      f->k + (size_t)r * kv_dim, f->v + (size_t)r * kv_dim);
     }
 }
 
@@ -377,7 +363,7 @@ int core_fwd_step(core_fwd_t *f, const core_step_seg_t *segs, int n_segs, float 
         const core_layer_t *ly = &m->layers[l];
 
         /* attention block (the MLP's residual of the layer before is added here) */
-        f->step_segs = segs, f->step_layer = l;
+        f->step_segs = segs, f->step_layer = l, f->step_n = n;
         f->norm_w = ly->attn_norm, f->norm_add = l > 0;
         core_exec_run_sized(f->ex, addnorm_range, f, n, 1, 4.0 * n * dim);
         static const core_proj_t qkv[3] = {CORE_PROJ_Q, CORE_PROJ_K, CORE_PROJ_V};

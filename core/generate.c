@@ -169,7 +169,7 @@ int core_generate(const core_model_t *m, const tok_tokenizer_t *tok, core_gen_re
         blocks += core_kv_blocks_for(r->n_prompt + r->max_tokens);
     }
     if (n_reqs == 0) goto done;
-    if ((rc = core_kv_pool_create(c, blocks, &pool)) ||
+    if ((rc = core_kv_pool_create_as(c, blocks, core_kv_type_for(m->wtype), &pool)) ||
         (rc = core_fwd_create(m, budget > n_reqs ? budget : n_reqs, opts ? opts->n_threads : 0,
                               &fwd))) {
         rc = llm_err_set(err, rc, "cannot allocate the KV cache or scratch");

@@ -3,16 +3,28 @@
 #include <stdlib.h>
 #include <string.h>
 
-int core_kv_pool_create(const core_model_config_t *cfg, int32_t n_blocks, core_kv_pool_t **out) {
-    if (n_blocks <= 0) return LLM_EINVAL;
+kern_wtype_t core_kv_type_for(kern_wtype_t wt) {
+    return wt == KERN_W_F32 ? KERN_W_F32 : KERN_W_BF16;
+}
+
+size_t core_kv_block_bytes(const core_model_config_t *cfg, kern_wtype_t type) {
+    return (size_t)cfg->n_layers * 2 * CORE_KV_BLOCK * (size_t)cfg->n_kv_heads *
+           (size_t)cfg->head_dim * kern_wtype_size(type);
+}
+
+int core_kv_pool_create_as(const core_model_config_t *cfg, int32_t n_blocks, kern_wtype_t type,
+                           core_kv_pool_t **out) {
+    if (n_blocks <= 0 || (type != KERN_W_F32 && type != KERN_W_BF16)) return LLM_EINVAL;
     core_kv_pool_t *p = calloc(1, sizeof *p);
     if (!p) return LLM_ENOMEM;
     p->n_layers = cfg->n_layers;
+    p->n_kv_heads = cfg->n_kv_heads;
+    p->head_dim = cfg->head_dim;
     p->kv_dim = cfg->n_kv_heads * cfg->head_dim;
+    p->type = type;
     p->n_blocks = n_blocks;
-    size_t floats = (size_t)n_blocks * (size_t)p->n_layers * 2 * CORE_KV_BLOCK * (size_t)p->kv_dim;
     /* calloc: untouched pages cost nothing until a block is first written */
-    p->data = calloc(floats, sizeof(float));
+    p->data = calloc((size_t)n_blocks, core_kv_block_bytes(cfg, type));
     p->free_list = malloc((size_t)n_blocks * sizeof(int32_t));
     if (!p->data || !p->free_list) {
         core_kv_pool_free(p);
@@ -23,6 +35,28 @@ int core_kv_pool_create(const core_model_config_t *cfg, int32_t n_blocks, core_k
     p->n_free = n_blocks;
     *out = p;
     return 0;
+}
+
+int core_kv_pool_create(const core_model_config_t *cfg, int32_t n_blocks, core_kv_pool_t **out) {
+    return core_kv_pool_create_as(cfg, n_blocks, KERN_W_F32, out);
+}
+
+void core_kv_store(const core_kv_pool_t *p, int32_t block, int layer, int slot, const float *k,
+                   const float *v) {
+    const int hd = p->head_dim;
+    for (int h = 0; h < p->n_kv_heads; h++) {
+        const float *kh = k + (size_t)h * hd, *vh = v + (size_t)h * hd;
+        void *kt = core_kv_keys(p, block, layer, h), *vr = core_kv_values(p, block, layer, h);
+        if (p->type == KERN_W_BF16) {
+            uint16_t *kb = kt;
+            for (int i = 0; i < hd; i++) kb[(size_t)i * CORE_KV_BLOCK + slot] = kern_f32_to_bf16(kh[i]);
+            kern_f32_to_bf16_n(vh, (uint16_t *)vr + (size_t)slot * hd, (size_t)hd);
+        } else {
+            float *kf = kt;
+            for (int i = 0; i < hd; i++) kf[(size_t)i * CORE_KV_BLOCK + slot] = kh[i];
+            memcpy((float *)vr + (size_t)slot * hd, vh, (size_t)hd * sizeof(float));
+        }
+    }
 }
 
 void core_kv_pool_free(core_kv_pool_t *p) {

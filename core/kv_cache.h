@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "llm_error.h"
+#include "kern.h"
 #include "model_config.h"
 
 #define CORE_KV_BLOCK 16 /* positions per block */
@@ -19,26 +20,50 @@
 typedef struct core_kv_pool_s {
     /* read-only */
     int n_layers;
+    int n_kv_heads;
+    int head_dim;
     int kv_dim;            /* n_kv_heads * head_dim */
+    kern_wtype_t type;     /* KERN_W_F32 or KERN_W_BF16 */
     int32_t n_blocks;
     int32_t n_free;
     /* private */
-    float *data;           /* (n_blocks, n_layers, 2, CORE_KV_BLOCK, kv_dim) */
+    void *data;            /* (n_blocks, n_layers, n_kv_heads, 2, CORE_KV_BLOCK · head_dim) */
     int32_t *free_list;    /* (n_blocks) stack of free block ids */
 } core_kv_pool_t;
 
-/* Allocates a pool of n_blocks blocks for the model shape in cfg.
+/* Allocates a pool of n_blocks blocks for the model shape in cfg, elements of type (F32 or
+ * BF16: half the memory and the attention's reads, keys and values rounded to bf16).
  * Returns 0 and *out (new, free with core_kv_pool_free()), or LLM_ENOMEM / LLM_EINVAL. */
+int core_kv_pool_create_as(const core_model_config_t *cfg, int32_t n_blocks, kern_wtype_t type,
+                           core_kv_pool_t **out);
+/* core_kv_pool_create_as with F32 elements. */
 int core_kv_pool_create(const core_model_config_t *cfg, int32_t n_blocks, core_kv_pool_t **out);
 void core_kv_pool_free(core_kv_pool_t *pool);
 
-/* Pointer to the key (kv = 0) or value (kv = 1) row of one position in one block. */
-static inline float *core_kv_row(const core_kv_pool_t *p, int32_t block, int layer, int kv,
-                                 int slot) {
-    size_t i = ((((size_t)block * (size_t)p->n_layers + (size_t)layer) * 2 + (size_t)kv) *
-                    CORE_KV_BLOCK + (size_t)slot) * (size_t)p->kv_dim;
-    return p->data + i;
+/* The cache's element type for a model whose weights are stored as wt: F32 for F32 weights
+ * (the exact reference path), BF16 otherwise. */
+kern_wtype_t core_kv_type_for(kern_wtype_t wt);
+/* Bytes of one block (every layer, keys and values) for cfg and type. */
+size_t core_kv_block_bytes(const core_model_config_t *cfg, kern_wtype_t type);
+
+/* One block's keys of KV head kvh in a layer, transposed: (head_dim, CORE_KV_BLOCK), the
+ * element of dimension i and slot j at [i · CORE_KV_BLOCK + j] (attention reads 16 positions
+ * as one vector per dimension, kern.h). Elements of p->type. */
+static inline void *core_kv_keys(const core_kv_pool_t *p, int32_t block, int layer, int kvh) {
+    size_t i = ((((size_t)block * (size_t)p->n_layers + (size_t)layer) * (size_t)p->n_kv_heads +
+                 (size_t)kvh) * 2) * CORE_KV_BLOCK * (size_t)p->head_dim;
+    return (char *)p->data + i * kern_wtype_size(p->type);
 }
+/* The same block's values: (CORE_KV_BLOCK, head_dim), row-major. */
+static inline void *core_kv_values(const core_kv_pool_t *p, int32_t block, int layer, int kvh) {
+    return (char *)core_kv_keys(p, block, layer, kvh) +
+           (size_t)CORE_KV_BLOCK * (size_t)p->head_dim * kern_wtype_size(p->type);
+}
+
+/* Writes one position's keys and values (k, v: (kv_dim) fp32, every KV head) into slot of a
+ * block for one layer, rounding to the pool's type. */
+void core_kv_store(const core_kv_pool_t *p, int32_t block, int layer, int slot, const float *k,
+                   const float *v);
 
 typedef struct core_seq_s {
     /* read-only */

@@ -81,7 +81,8 @@
     XX(weights, ENUM, "bf16", 0, 0, "f32|bf16|int8",                                             \
        "Storage of the base model's matrices: bf16 halves the bytes each decode step reads; "     \
        "int8 (one scale per row, activations quantised per token) quarters them at some "         \
-       "accuracy cost; f32 is the exact reference.")                                             \
+       "accuracy cost; f32 is the exact reference. The KV cache is held in bf16 with bf16 and "   \
+       "int8 weights (half the memory and attention reads), in fp32 with f32.")                 \
     XX(adapter_dtype, ENUM, "bf16", 0, 0, "bf16|fp32",                                           \
        "Storage of low-rank adapter factors (LoRA, DoRA, LoRMA, LoRA² after compaction); "       \
        "the arithmetic is fp32 either way. MoRA and full transforms stay fp32.")                 \

@@ -681,7 +681,7 @@ int srv_engine_start(const core_model_t *m, const tok_tokenizer_t *tok, srv_met_
     int rc;
     core_lin_hook_t lh;
     pthread_mutex_init(&e->mu, NULL);
-    if ((rc = core_kv_pool_create(&m->cfg, blocks, &e->pool)) ||
+    if ((rc = core_kv_pool_create_as(&m->cfg, blocks, core_kv_type_for(m->wtype), &e->pool)) ||
         (rc = core_fwd_create(m, max_tok, e->o.n_threads, &e->fwd)) ||
         (rc = adp_hook_create(m, max_tok, &e->hook))) {
         rc = llm_err_set(err, rc, "cannot allocate the KV cache (%d blocks) or scratch", blocks);

@@ -61,9 +61,9 @@ static int read_keys(srv_server_t *s, const srv_config_t *cfg, llm_error_t *err)
     return 0;
 }
 
-static int32_t kv_blocks(const srv_config_t *cfg, const core_model_config_t *mc) {
-    const double per_block = (double)mc->n_layers * 2 * CORE_KV_BLOCK * mc->n_kv_heads *
-                             mc->head_dim * sizeof(float);
+static int32_t kv_blocks(const srv_config_t *cfg, const core_model_t *m) {
+    const core_model_config_t *mc = &m->cfg;
+    const double per_block = (double)core_kv_block_bytes(mc, core_kv_type_for(m->wtype));
     if (cfg->kv_cache_mb > 0) return (int32_t)(cfg->kv_cache_mb * 1048576.0 / per_block);
     double want = (double)cfg->max_running * core_kv_blocks_for(mc->max_pos);
     /* at most a quarter of the machine's memory */
@@ -189,16 +189,19 @@ int srv_serve_main(int argc, char **argv) {
     srv_engine_opts_t eo = {.max_running = cfg.max_running,
                             .max_step_tokens = cfg.max_step_tokens,
                             .max_queue = cfg.max_queue,
-                            .kv_blocks = kv_blocks(&cfg, &s.model->cfg),
+                            .kv_blocks = kv_blocks(&cfg, s.model),
                             .max_adapters_per_step = cfg.max_adapters_per_step,
                             .n_threads = threads};
     if (srv_engine_start(s.model, s.tok, s.met, &eo, &s.eng, &err)) {
         logf_(SRV_LOG_ERROR, "%s", err.msg);
         goto out;
     }
+    const kern_wtype_t kvt = core_kv_type_for(s.model->wtype);
     logf_(SRV_LOG_INFO, "engine ready: max_running %d, step budget %d tokens, KV cache %d "
-          "blocks of %d positions; %s; adapters %s", eo.max_running, eo.max_step_tokens,
-          eo.kv_blocks, CORE_KV_BLOCK, srv_engine_describe(s.eng), kern_wtype_name(lo.dtype));
+          "blocks of %d positions (%s, %.0f MiB); %s; adapters %s", eo.max_running,
+          eo.max_step_tokens, eo.kv_blocks, CORE_KV_BLOCK, kern_wtype_name(kvt),
+          (double)eo.kv_blocks * (double)core_kv_block_bytes(&s.model->cfg, kvt) / 1048576.0,
+          srv_engine_describe(s.eng), kern_wtype_name(lo.dtype));
     s.ready = 1;
 
     int sig = 0;

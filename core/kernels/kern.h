@@ -119,6 +119,27 @@ typedef void (*kern_lr_shrink_fn)(const kern_mat_t *a, const float *x, int64_t l
 typedef void (*kern_lr_expand_fn)(const kern_mat_t *bt, const float *v, int64_t ldv, int n,
                                   float *y, int64_t ldy, int64_t c0, int64_t c1);
 
+/* ---- attention kernels ----
+ * One KV head's block of nj cached positions against the g query heads that share it (GQA),
+ * head dimension hd. The cache stores keys transposed, kt[i·ldk + j] (dimension i < hd,
+ * position j < nj ≤ ldk), so that 16 positions' scores are one vector per dimension and no
+ * horizontal sum is needed; values row-major, v[j·ldv + i]. Cache elements are F32 or BF16
+ * (the slot of the table; I8 is NULL). Math is fp32 (bf16 widened exactly); only summation
+ * order differs from the reference: |err| ≤ 1e-5 · Σ|terms|. Any g ≥ 1, hd ≥ 1, nj ≥ 1; any
+ * alignment. Pointers borrowed for the call; outputs do not overlap inputs. Reentrant, no
+ * allocation, cannot fail.
+ */
+/* s[h·lds + j] = scale · Σ_i q[h·hd + i] · kt[i·ldk + j]   for h < g, j < nj. */
+typedef void (*kern_attn_scores_fn)(const float *q, int g, int hd, const void *kt, int64_t ldk,
+                                    int nj, float scale, float *s, int64_t lds);
+/* o[h·hd + i] += Σ_j p[h·ldp + j] · v[j·ldv + i]   for h < g, i < hd (j < nj, in order of j
+ * only in the reference). */
+typedef void (*kern_attn_values_fn)(const float *p, int64_t ldp, int g, const void *v,
+                                    int64_t ldv, int nj, int hd, float *o);
+/* s[j] = e^(s[j] − mx) for j < n; returns their sum (fp32). Each value within 2 ulp of
+ * expf's (|rel err| ≤ 3e-7); arguments below −87.3 give 0 or a denormal, like expf. */
+typedef float (*kern_exp_sum_fn)(float *s, int n, float mx);
+
 typedef struct kern_ops_s {
     /* read-only: static tables, valid for the life of the process */
     const char *name;                /* "ref", "avx2", "avx512", "avx512-vnni", "avx512-bf16" */
@@ -127,6 +148,9 @@ typedef struct kern_ops_s {
     kern_rows_fn rows[KERN_W_COUNT]; /* indexed by kern_wtype_t */
     kern_lr_shrink_fn lr_shrink[KERN_W_COUNT]; /* F32 and BF16 factors; NULL for I8 */
     kern_lr_expand_fn lr_expand[KERN_W_COUNT]; /* F32 and BF16 factors; NULL for I8 */
+    kern_attn_scores_fn attn_scores[KERN_W_COUNT]; /* F32 and BF16 caches; NULL for I8 */
+    kern_attn_values_fn attn_values[KERN_W_COUNT]; /* F32 and BF16 caches; NULL for I8 */
+    kern_exp_sum_fn exp_sum;
 } kern_ops_t;
 
 typedef enum {

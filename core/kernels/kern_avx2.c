@@ -217,4 +217,7 @@ const kern_ops_t kern__avx2_ops = {
     .rows = {rows_f32, rows_bf16, rows_i8},
     .lr_shrink = {lr_shrink_f32, lr_shrink_bf16, NULL},
     .lr_expand = {lr_expand_f32, lr_expand_bf16, NULL},
+    .attn_scores = {kern__attn_scores_f32, kern__attn_scores_bf16, NULL},
+    .attn_values = {kern__attn_values_f32, kern__attn_values_bf16, NULL},
+    .exp_sum = kern__exp_sum,
 };

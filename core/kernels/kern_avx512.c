@@ -694,6 +694,144 @@ static T512BF16 void prep_bf16(kern_wtype_t wt, const float *x, int n, int64_t c
     a->xb = xb;
 }
 
+/* ---- attention kernels ---- */
+
+/* 16 cache elements at p + i (masked lanes zero) as fp32; BF16 caches widened exactly. */
+INL T512 __m512 kv_load(const void *p, size_t i, __mmask16 m, const int BF) {
+    if (BF) return load_bf16x16(m, (const uint16_t *)p + i);
+    return _mm512_maskz_loadu_ps(m, (const float *)p + i);
+}
+
+/* Scores of HG ≤ 4 heads for the 16 positions j0.. (mask m): one key vector per dimension,
+ * broadcast query elements, no horizontal sums. The dimensions are split four ways (i mod 4)
+ * so that 4·HG FMA chains are in flight instead of HG. */
+INL T512 void scores_tile(const float *q, int hd, const void *kt, int64_t ldk, int j0,
+                          __mmask16 m, float scale, float *s, int64_t lds, const int HG,
+                          const int BF) {
+    __m512 acc[4][4];
+    UNROLL for (int u = 0; u < 4; u++) UNROLL for (int h = 0; h < HG; h++) acc[u][h] =
+        _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 4 <= hd; i += 4) {
+        UNROLL for (int u = 0; u < 4; u++) {
+            __m512 kv = kv_load(kt, (size_t)(i + u) * (size_t)ldk + (size_t)j0, m, BF);
+            IN_REG(kv);
+            UNROLL for (int h = 0; h < HG; h++)
+                acc[u][h] = _mm512_fmadd_ps(_mm512_set1_ps(q[(size_t)h * hd + i + u]), kv,
+                                            acc[u][h]);
+        }
+    }
+    for (; i < hd; i++) {
+        __m512 kv = kv_load(kt, (size_t)i * (size_t)ldk + (size_t)j0, m, BF);
+        UNROLL for (int h = 0; h < HG; h++)
+            acc[0][h] = _mm512_fmadd_ps(_mm512_set1_ps(q[(size_t)h * hd + i]), kv, acc[0][h]);
+    }
+    const __m512 sc = _mm512_set1_ps(scale);
+    UNROLL for (int h = 0; h < HG; h++) {
+        __m512 r = _mm512_add_ps(_mm512_add_ps(acc[0][h], acc[1][h]),
+                                 _mm512_add_ps(acc[2][h], acc[3][h]));
+        _mm512_mask_storeu_ps(s + (size_t)h * (size_t)lds + j0, m, _mm512_mul_ps(r, sc));
+    }
+}
+
+/* o of HG ≤ 4 heads, dimensions i0 .. i0 + 63 (chunk c's lanes masked by mc[c]), plus the
+ * nj positions' values weighted by p: the 4·HG accumulators stay in registers over all j. */
+INL T512 void values_tile(const float *p, int64_t ldp, const void *v, int64_t ldv, int nj,
+                          int hd, int i0, const __mmask16 *mc, float *o, const int HG,
+                          const int BF) {
+    __m512 acc[4][4];
+    UNROLL for (int h = 0; h < HG; h++) UNROLL for (int c = 0; c < 4; c++) acc[h][c] =
+        _mm512_maskz_loadu_ps(mc[c], o + (size_t)h * hd + i0 + 16 * c);
+    for (int j = 0; j < nj; j++) {
+        __m512 vv[4];
+        UNROLL for (int c = 0; c < 4; c++) {
+            vv[c] = kv_load(v, (size_t)j * (size_t)ldv + (size_t)(i0 + 16 * c), mc[c], BF);
+            IN_REG(vv[c]);
+        }
+        UNROLL for (int h = 0; h < HG; h++) {
+            const __m512 pb = _mm512_set1_ps(p[(size_t)h * (size_t)ldp + j]);
+            UNROLL for (int c = 0; c < 4; c++) acc[h][c] = _mm512_fmadd_ps(pb, vv[c], acc[h][c]);
+        }
+    }
+    UNROLL for (int h = 0; h < HG; h++) UNROLL for (int c = 0; c < 4; c++)
+        _mm512_mask_storeu_ps(o + (size_t)h * hd + i0 + 16 * c, mc[c], acc[h][c]);
+}
+
+#define ATTN_KERNELS(SUF, BF)                                                               \
+    static T512 void attn_scores_##SUF(const float *q, int g, int hd, const void *kt,       \
+                                       int64_t ldk, int nj, float scale, float *s,          \
+                                       int64_t lds) {                                       \
+        for (int j0 = 0; j0 < nj; j0 += 16) {                                               \
+            const __mmask16 m = nj - j0 >= 16 ? 0xffff : (__mmask16)((1u << (nj - j0)) - 1); \
+            for (int h = 0; h < g; h += 4) {                                                \
+                const float *qh = q + (size_t)h * hd;                                       \
+                float *sh = s + (size_t)h * (size_t)lds;                                    \
+                switch (g - h) {                                                            \
+                case 1: scores_tile(qh, hd, kt, ldk, j0, m, scale, sh, lds, 1, BF); break;  \
+                case 2: scores_tile(qh, hd, kt, ldk, j0, m, scale, sh, lds, 2, BF); break;  \
+                case 3: scores_tile(qh, hd, kt, ldk, j0, m, scale, sh, lds, 3, BF); break;  \
+                default: scores_tile(qh, hd, kt, ldk, j0, m, scale, sh, lds, 4, BF); break; \
+                }                                                                           \
+            }                                                                               \
+        }                                                                                   \
+    }                                                                                       \
+    static T512 void attn_values_##SUF(const float *p, int64_t ldp, int g, const void *v,  \
+                                       int64_t ldv, int nj, int hd, float *o) {             \
+        for (int i0 = 0; i0 < hd; i0 += 64) {                                               \
+            __mmask16 mc[4];                                                                \
+            for (int c = 0; c < 4; c++) {                                                   \
+                const int rem = hd - i0 - 16 * c;                                           \
+                mc[c] = rem >= 16 ? 0xffff : rem > 0 ? (__mmask16)((1u << rem) - 1) : 0;    \
+            }                                                                               \
+            for (int h = 0; h < g; h += 4) {                                                \
+                const float *ph = p + (size_t)h * (size_t)ldp;                              \
+                float *oh = o + (size_t)h * hd;                                             \
+                switch (g - h) {                                                            \
+                case 1: values_tile(ph, ldp, v, ldv, nj, hd, i0, mc, oh, 1, BF); break;     \
+                case 2: values_tile(ph, ldp, v, ldv, nj, hd, i0, mc, oh, 2, BF); break;     \
+                case 3: values_tile(ph, ldp, v, ldv, nj, hd, i0, mc, oh, 3, BF); break;     \
+                default: values_tile(ph, ldp, v, ldv, nj, hd, i0, mc, oh, 4, BF); break;    \
+                }                                                                           \
+            }                                                                               \
+        }                                                                                   \
+    }
+
+ATTN_KERNELS(f32, 0)
+ATTN_KERNELS(bf16, 1)
+
+/* e^x for 16 lanes: x = n·ln2 + r with n = round(x·log2 e) and |r| ≤ ln2/2 (ln2 in two parts,
+ * Cody–Waite, so r is exact to ~1e-10), e^r by its degree-7 Taylor polynomial (truncation
+ * < 6e-9 relative), times 2ⁿ by vscalefps, which also makes the denormal and zero results of
+ * large negative x. Within 2 ulp of expf for results ≥ FLT_MIN. */
+INL T512 __m512 exp16(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(88.72f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 e = _mm512_set1_ps(1.0f / 5040.0f);
+    e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(1.0f / 720.0f));
+    e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(1.0f / 120.0f));
+    e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(1.0f / 24.0f));
+    e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(1.0f / 6.0f));
+    e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(0.5f));
+    e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(1.0f));
+    e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(e, n);
+}
+
+static T512 float exp_sum(float *s, int n, float mx) {
+    const __m512 m = _mm512_set1_ps(mx);
+    __m512 acc = _mm512_setzero_ps();
+    for (int j = 0; j < n; j += 16) {
+        const __mmask16 k = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
+        __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + j), m));
+        _mm512_mask_storeu_ps(s + j, k, e);
+        acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(k, e));
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
 /* ---- tables ---- */
 
 const kern_ops_t kern__avx512_ops = {
@@ -703,6 +841,9 @@ const kern_ops_t kern__avx512_ops = {
     .rows = {rows_f32, rows_bf16w, rows_i8w},
     .lr_shrink = {lr_shrink_f32, lr_shrink_bf16, NULL},
     .lr_expand = {lr_expand_f32, lr_expand_bf16, NULL},
+    .attn_scores = {attn_scores_f32, attn_scores_bf16, NULL},
+    .attn_values = {attn_values_f32, attn_values_bf16, NULL},
+    .exp_sum = exp_sum,
 };
 
 const kern_ops_t kern__avx512_vnni_ops = {
@@ -712,6 +853,9 @@ const kern_ops_t kern__avx512_vnni_ops = {
     .rows = {rows_f32, rows_bf16w, rows_i8v},
     .lr_shrink = {lr_shrink_f32, lr_shrink_bf16, NULL},
     .lr_expand = {lr_expand_f32, lr_expand_bf16, NULL},
+    .attn_scores = {attn_scores_f32, attn_scores_bf16, NULL},
+    .attn_values = {attn_values_f32, attn_values_bf16, NULL},
+    .exp_sum = exp_sum,
 };
 
 const kern_ops_t kern__avx512_bf16_ops = {
@@ -721,4 +865,7 @@ const kern_ops_t kern__avx512_bf16_ops = {
     .rows = {rows_f32, rows_bf16d, rows_i8v},
     .lr_shrink = {lr_shrink_f32, lr_shrink_bf16, NULL},
     .lr_expand = {lr_expand_f32, lr_expand_bf16, NULL},
+    .attn_scores = {attn_scores_f32, attn_scores_bf16, NULL},
+    .attn_values = {attn_values_f32, attn_values_bf16, NULL},
+    .exp_sum = exp_sum,
 };

@@ -47,4 +47,17 @@ void kern__prep_fp32act(kern_wtype_t wt, const float *x, int n, int64_t cols, vo
  * VNNI prep so every backend quantises identically). */
 void kern__prep_quant_i8(const float *x, int n, int64_t cols, void *work, kern_act_t *a);
 
+/* The reference attention kernels (kern_ref.c), also the AVX2 table's: attention is a small
+ * share of a step next to the weights, and the AVX2 backend is the fallback of CPUs this
+ * server is not tuned for. */
+void kern__attn_scores_f32(const float *q, int g, int hd, const void *kt, int64_t ldk, int nj,
+                           float scale, float *s, int64_t lds);
+void kern__attn_scores_bf16(const float *q, int g, int hd, const void *kt, int64_t ldk, int nj,
+                            float scale, float *s, int64_t lds);
+void kern__attn_values_f32(const float *p, int64_t ldp, int g, const void *v, int64_t ldv,
+                           int nj, int hd, float *o);
+void kern__attn_values_bf16(const float *p, int64_t ldp, int g, const void *v, int64_t ldv,
+                            int nj, int hd, float *o);
+float kern__exp_sum(float *s, int n, float mx);
+
 #endif

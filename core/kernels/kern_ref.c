@@ -8,6 +8,8 @@
  */
 #include "kern_int.h"
 
+#include <math.h>
+
 /* ---- rows kernels ---- */
 
 static void rows_f32(const kern_mat_t *w, const kern_act_t *a, float *y, int64_t r0,
@@ -121,6 +123,66 @@ static void lr_expand_bf16(const kern_mat_t *bt, const float *v, int64_t ldv, in
     lr_expand(bt, v, ldv, n, y, ldy, c0, c1, KERN_W_BF16);
 }
 
+/* ---- attention kernels ---- */
+
+static inline __attribute__((always_inline)) float kvel(const void *p, size_t i,
+                                                         kern_wtype_t ty) {
+    return ty == KERN_W_BF16 ? kern__bf16f(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+/* Dimension by dimension, as the SIMD kernels sum (one partial sum per position). */
+static inline __attribute__((always_inline)) void attn_scores(const float *q, int g, int hd,
+                                                               const void *kt, int64_t ldk,
+                                                               int nj, float scale, float *s,
+                                                               int64_t lds, kern_wtype_t ty) {
+    for (int h = 0; h < g; h++)
+        for (int j = 0; j < nj; j++) {
+            float acc = 0.0f;
+            for (int i = 0; i < hd; i++)
+                acc += q[(size_t)h * hd + i] * kvel(kt, (size_t)i * (size_t)ldk + j, ty);
+            s[(size_t)h * (size_t)lds + j] = scale * acc;
+        }
+}
+
+static inline __attribute__((always_inline)) void attn_values(const float *p, int64_t ldp,
+                                                               int g, const void *v,
+                                                               int64_t ldv, int nj, int hd,
+                                                               float *o, kern_wtype_t ty) {
+    for (int h = 0; h < g; h++)
+        for (int i = 0; i < hd; i++) {
+            float acc = o[(size_t)h * hd + i];
+            for (int j = 0; j < nj; j++)
+                acc += p[(size_t)h * (size_t)ldp + j] * kvel(v, (size_t)j * (size_t)ldv + i, ty);
+            o[(size_t)h * hd + i] = acc;
+        }
+}
+
+void kern__attn_scores_f32(const float *q, int g, int hd, const void *kt, int64_t ldk, int nj,
+                           float scale, float *s, int64_t lds) {
+    attn_scores(q, g, hd, kt, ldk, nj, scale, s, lds, KERN_W_F32);
+}
+void kern__attn_scores_bf16(const float *q, int g, int hd, const void *kt, int64_t ldk, int nj,
+                            float scale, float *s, int64_t lds) {
+    attn_scores(q, g, hd, kt, ldk, nj, scale, s, lds, KERN_W_BF16);
+}
+void kern__attn_values_f32(const float *p, int64_t ldp, int g, const void *v, int64_t ldv,
+                           int nj, int hd, float *o) {
+    attn_values(p, ldp, g, v, ldv, nj, hd, o, KERN_W_F32);
+}
+void kern__attn_values_bf16(const float *p, int64_t ldp, int g, const void *v, int64_t ldv,
+                            int nj, int hd, float *o) {
+    attn_values(p, ldp, g, v, ldv, nj, hd, o, KERN_W_BF16);
+}
+
+float kern__exp_sum(float *s, int n, float mx) {
+    float sum = 0.0f;
+    for (int j = 0; j < n; j++) {
+        s[j] = expf(s[j] - mx);
+        sum += s[j];
+    }
+    return sum;
+}
+
 /* ---- table ---- */
 
 const kern_ops_t kern__ref_ops = {
@@ -130,4 +192,7 @@ const kern_ops_t kern__ref_ops = {
     .rows = {rows_f32, rows_bf16, rows_i8},
     .lr_shrink = {lr_shrink_f32, lr_shrink_bf16, NULL},
     .lr_expand = {lr_expand_f32, lr_expand_bf16, NULL},
+    .attn_scores = {kern__attn_scores_f32, kern__attn_scores_bf16, NULL},
+    .attn_values = {kern__attn_values_f32, kern__attn_values_bf16, NULL},
+    .exp_sum = kern__exp_sum,
 };

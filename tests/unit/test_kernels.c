@@ -29,6 +29,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -705,6 +706,192 @@ static void test_lr_table(void **state) {
     }
 }
 
+/* ---- attention kernels ---- */
+
+/* Cache element i of a block as the kernels read it. */
+static double kv_val(const void *p, size_t i, kern_wtype_t ty) {
+    return ty == KERN_W_BF16 ? bf16_val(((const uint16_t *)p)[i]) : (double)((const float *)p)[i];
+}
+
+static void *kv_make(kern_wtype_t ty, size_t n) {
+    void *p = xmalloc(n * (ty == KERN_W_BF16 ? 2 : 4));
+    for (size_t i = 0; i < n; i++) {
+        const float f = rnd_f(2.0f);
+        if (ty == KERN_W_BF16) ((uint16_t *)p)[i] = kern_f32_to_bf16(f);
+        else ((float *)p)[i] = f;
+    }
+    return p;
+}
+
+/* Scores and weighted values of every backend against an fp64 sum of the same stored values,
+ * within 1e-5 of the sum of |terms| (kern.h), on odd head counts, head sizes, block lengths and
+ * key strides; outputs outside the stated ranges untouched. */
+static void test_attn_kernels(void **state) {
+    (void)state;
+    static const int gs[] = {1, 2, 3, 4, 5, 8};
+    static const int hds[] = {1, 7, 16, 64, 80, 128};
+    static const int njs[] = {1, 5, 16, 19};
+    int checked = 0;
+    for (int ty = 0; ty < 2; ty++)
+        for (size_t gi = 0; gi < COUNT(gs); gi++)
+            for (size_t hi = 0; hi < COUNT(hds); hi++)
+                for (size_t ji = 0; ji < COUNT(njs); ji++) {
+                    const kern_wtype_t t = ty ? KERN_W_BF16 : KERN_W_F32;
+                    const int g = gs[gi], hd = hds[hi], nj = njs[ji];
+                    const int64_t ldk = nj + (int64_t)(rnd_u32() % 3), lds = nj + 3;
+                    const int64_t ldv = hd + (int64_t)(rnd_u32() % 3);
+                    float *q = xmalloc(sizeof(float) * (size_t)g * hd);
+                    float *p = xmalloc(sizeof(float) * (size_t)g * lds);
+                    float *o0 = xmalloc(sizeof(float) * (size_t)g * hd);
+                    for (int i = 0; i < g * hd; i++) q[i] = rnd_f(1.0f), o0[i] = rnd_f(1.0f);
+                    for (int i = 0; i < g * lds; i++) p[i] = rnd_f(1.0f) * 0.5f + 0.5f;
+                    void *kt = kv_make(t, (size_t)hd * (size_t)ldk);
+                    void *v = kv_make(t, (size_t)nj * (size_t)ldv);
+                    float *s = xmalloc(sizeof(float) * (size_t)g * lds);
+                    float *o = xmalloc(sizeof(float) * (size_t)g * hd);
+                    for (int b = 0; b < KERN_BK_COUNT; b++) {
+                        const kern_ops_t *ops = kern_get((kern_backend_t)b);
+                        if (!ops) continue;
+                        for (int i = 0; i < g * lds; i++) s[i] = -7.0f; /* poison */
+                        ops->attn_scores[t](q, g, hd, kt, ldk, nj, 0.125f, s, lds);
+                        memcpy(o, o0, sizeof(float) * (size_t)g * hd);
+                        ops->attn_values[t](p, lds, g, v, ldv, nj, hd, o);
+                        for (int h = 0; h < g; h++) {
+                            for (int j = 0; j < lds; j++) {
+                                const float got = s[(size_t)h * lds + j];
+                                if (j >= nj) {
+                                    assert_true(got == -7.0f);
+                                    continue;
+                                }
+                                double want = 0, mag = 0;
+                                for (int i = 0; i < hd; i++) {
+                                    const double term = (double)q[h * hd + i] *
+                                                        kv_val(kt, (size_t)i * ldk + j, t);
+                                    want += term, mag += fabs(term);
+                                }
+                                want *= 0.125, mag *= 0.125;
+                                if (fabs(got - want) > 1e-5 * mag + 1e-30) {
+                                    fprintf(stderr, "%s scores %s g %d hd %d nj %d: [%d][%d] "
+                                            "%.9g want %.9g\n", ops->name, kern_wtype_name(t),
+                                            g, hd, nj, h, j, got, want);
+                                    fail();
+                                }
+                            }
+                            for (int i = 0; i < hd; i++) {
+                                double want = o0[h * hd + i], mag = fabs(want);
+                                for (int j = 0; j < nj; j++) {
+                                    const double term = (double)p[(size_t)h * lds + j] *
+                                                        kv_val(v, (size_t)j * ldv + i, t);
+                                    want += term, mag += fabs(term);
+                                }
+                                if (fabs(o[h * hd + i] - want) > 1e-5 * mag) {
+                                    fprintf(stderr, "%s values %s g %d hd %d nj %d: [%d][%d] "
+                                            "%.9g want %.9g\n", ops->name, kern_wtype_name(t),
+                                            g, hd, nj, h, i, o[h * hd + i], want);
+                                    fail();
+                                }
+                            }
+                        }
+                        checked++;
+                    }
+                    free(q), free(p), free(o0), free(kt), free(v), free(s), free(o);
+                }
+    assert_true(checked >= 2 * 6 * 6 * 4 * 2); /* ref and at least one SIMD backend */
+}
+
+/* Nothing is read or written past the ends of q, kt, v, s, p or o with unpadded strides. */
+static void test_attn_no_overrun(void **state) {
+    (void)state;
+    static const int hds[] = {1, 7, 64, 80};
+    static const int njs[] = {1, 5, 16};
+    for (size_t hi = 0; hi < COUNT(hds); hi++)
+        for (size_t ji = 0; ji < COUNT(njs); ji++)
+            for (int g = 1; g <= 5; g += 2)
+                for (int ty = 0; ty < 2; ty++) {
+                    const int hd = hds[hi], nj = njs[ji];
+                    const kern_wtype_t t = ty ? KERN_W_BF16 : KERN_W_F32;
+                    const size_t es = ty ? 2 : 4;
+                    void *m[5];
+                    size_t len[5];
+                    float *q = guarded((size_t)g * hd * 4, &m[0], &len[0]);
+                    void *kt = guarded((size_t)hd * nj * es, &m[1], &len[1]);
+                    void *v = guarded((size_t)nj * hd * es, &m[2], &len[2]);
+                    float *s = guarded((size_t)g * nj * 4, &m[3], &len[3]);
+                    float *o = guarded((size_t)g * hd * 4, &m[4], &len[4]);
+                    memset(q, 0, (size_t)g * hd * 4);
+                    memset(kt, 0, (size_t)hd * nj * es);
+                    memset(v, 0, (size_t)nj * hd * es);
+                    memset(o, 0, (size_t)g * hd * 4);
+                    for (int k = 0; k < KERN_BK_COUNT; k++) {
+                        const kern_ops_t *ops = kern_get((kern_backend_t)k);
+                        if (!ops) continue;
+                        ops->attn_scores[t](q, g, hd, kt, nj, nj, 1.0f, s, nj);
+                        ops->attn_values[t](s, nj, g, v, hd, nj, hd, o);
+                        (void)ops->exp_sum(s, g * nj, 0.0f);
+                    }
+                    for (int i = 0; i < 5; i++) munmap(m[i], len[i]);
+                }
+}
+
+/* exp_sum: every value within 3e-7 relative of the fp64 exponential of the (fp32) difference
+ * where the result is
+ * normal (the vectorised exponential's stated bound), ≤ FLT_MIN where it is not, and the sum
+ * their sum within fp32 summation error; checked over the whole argument range softmax meets, including
+ * arguments far below the maximum (0 or denormal). */
+static void test_exp_sum(void **state) {
+    (void)state;
+    enum { N = 4099 };
+    float *x = xmalloc(sizeof(float) * N), *s = xmalloc(sizeof(float) * N);
+    for (int i = 0; i < N; i++) x[i] = -110.0f + 170.0f * (float)i / (N - 1);
+    x[0] = -INFINITY;
+    x[1] = 0.0f;
+    x[2] = -0.0f;
+    x[3] = 80.5f; /* e^79: large, and the sum still finite */
+    x[4] = -87.3f;
+    for (int b = 0; b < KERN_BK_COUNT; b++) {
+        const kern_ops_t *ops = kern_get((kern_backend_t)b);
+        if (!ops) continue;
+        for (int n = 1; n <= N; n += n < 40 ? 1 : 1000) {
+            const float mx = 1.5f;
+            memcpy(s, x, sizeof(float) * N);
+            const float sum = ops->exp_sum(s, n, mx);
+            double want_sum = 0;
+            for (int i = 0; i < n; i++) {
+                const double want = exp((double)(x[i] - mx)); /* the fp32 difference */
+                want_sum += want;
+                if (want >= FLT_MIN ? fabs(s[i] - want) > 3e-7 * want
+                                    : !(s[i] >= 0.0f && s[i] <= FLT_MIN)) {
+                    fprintf(stderr, "%s exp(%.9g) = %.9g, want %.9g\n", ops->name,
+                            (double)x[i] - mx, s[i], want);
+                    fail();
+                }
+            }
+            /* fp32 summation of n positive terms: n·2⁻²⁴ relative, plus the values' own 3e-7 */
+            if (!(fabs(sum - want_sum) <= (n * 0x1p-24 + 3e-7) * want_sum))
+                fprintf(stderr, "%s n %d sum %.9g want %.9g\n", ops->name, n, sum, want_sum);
+            assert_true(fabs(sum - want_sum) <= (n * 0x1p-24 + 3e-7) * want_sum);
+            for (int i = n; i < N; i++) assert_true(s[i] == x[i] || (isnan(s[i]) && isnan(x[i])));
+        }
+    }
+    free(x), free(s);
+}
+
+/* Every backend fills the f32 and bf16 cache slots and leaves int8 NULL. */
+static void test_attn_table(void **state) {
+    (void)state;
+    for (int b = 0; b < KERN_BK_COUNT; b++) {
+        const kern_ops_t *ops = kern_get((kern_backend_t)b);
+        if (!ops) continue;
+        assert_non_null(ops->attn_scores[KERN_W_F32]);
+        assert_non_null(ops->attn_scores[KERN_W_BF16]);
+        assert_non_null(ops->attn_values[KERN_W_F32]);
+        assert_non_null(ops->attn_values[KERN_W_BF16]);
+        assert_null(ops->attn_scores[KERN_W_I8]);
+        assert_null(ops->attn_values[KERN_W_I8]);
+        assert_non_null(ops->exp_sum);
+    }
+}
+
 /* ---- threads ---- */
 
 static void test_pool_identical_1_2_threads(void **state) {
@@ -1071,6 +1258,10 @@ int main(void) {
         cmocka_unit_test(test_backends_large),
         cmocka_unit_test(test_backends_chunked),
         cmocka_unit_test(test_lr_table),
+        cmocka_unit_test(test_attn_kernels),
+        cmocka_unit_test(test_attn_no_overrun),
+        cmocka_unit_test(test_exp_sum),
+        cmocka_unit_test(test_attn_table),
         cmocka_unit_test(test_lr_exact_products),
         cmocka_unit_test(test_lr_shrink),
         cmocka_unit_test(test_lr_no_overrun),
