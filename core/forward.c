@@ -44,10 +44,11 @@ struct core_fwd_s {
     int norm_add;
 };
 
-/* ---- kernels (plain C; the vectorised ones replace these behind the same names later) ---- */
+/* ---- per-row helpers (the heavy loops are in core/kernels) ---- */
 
 static void rmsnorm(float *o, const float *x, const float *w, int n, float eps) {
     double ss = 0.0;
+#pragma omp simd reduction(+ : ss)
     for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
     float inv = (float)(1.0 / sqrt(ss / n + eps));
     for (int i = 0; i < n; i++) o[i] = w[i] * (x[i] * inv);
@@ -64,15 +65,12 @@ static void rope(float *v, int hd, const float *cs, const float *sn) {
     }
 }
 
-static float silu(float x) { return x / (1.0f + expf(-x)); }
-
-/* Pool task: hb = silu(hb) ⊙ hb2 over rows [r0, r1) (expf is the costly part). */
+/* Pool task: hb = silu(hb) ⊙ hb2 over rows [r0, r1) (the kernels' vectorised exponential). */
 static void swiglu_range(void *arg, int64_t r0, int64_t r1, int tid) {
     (void)tid;
     core_fwd_t *f = arg;
-    const size_t ffn = (size_t)f->m->cfg.intermediate_size;
-    for (size_t i = (size_t)r0 * ffn; i < (size_t)r1 * ffn; i++)
-        f->hb[i] = silu(f->hb[i]) * f->hb2[i];
+    const size_t ffn = (size_t)f->m->cfg.intermediate_size, i0 = (size_t)r0 * ffn;
+    core_exec_ops(f->ex)->swiglu(f->hb + i0, f->hb2 + i0, (size_t)(r1 - r0) * ffn);
 }
 
 /* ---- linears with the adapter hook ---- */

@@ -139,6 +139,9 @@ typedef void (*kern_attn_values_fn)(const float *p, int64_t ldp, int g, const vo
 /* s[j] = e^(s[j] − mx) for j < n; returns their sum (fp32). Each value within 2 ulp of
  * expf's (|rel err| ≤ 3e-7); arguments below −87.3 give 0 or a denormal, like expf. */
 typedef float (*kern_exp_sum_fn)(float *s, int n, float mx);
+/* SwiGLU in place: g[i] = silu(g[i]) · u[i] = g[i] / (1 + e^(−g[i])) · u[i] for i < n, with the
+ * exponential of exp_sum; within 1e-6 relative (+1e-30) of the exact value. */
+typedef void (*kern_swiglu_fn)(float *g, const float *u, size_t n);
 
 typedef struct kern_ops_s {
     /* read-only: static tables, valid for the life of the process */
@@ -151,6 +154,7 @@ typedef struct kern_ops_s {
     kern_attn_scores_fn attn_scores[KERN_W_COUNT]; /* F32 and BF16 caches; NULL for I8 */
     kern_attn_values_fn attn_values[KERN_W_COUNT]; /* F32 and BF16 caches; NULL for I8 */
     kern_exp_sum_fn exp_sum;
+    kern_swiglu_fn swiglu;
 } kern_ops_t;
 
 typedef enum {

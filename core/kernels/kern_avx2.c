@@ -220,4 +220,5 @@ const kern_ops_t kern__avx2_ops = {
     .attn_scores = {kern__attn_scores_f32, kern__attn_scores_bf16, NULL},
     .attn_values = {kern__attn_values_f32, kern__attn_values_bf16, NULL},
     .exp_sum = kern__exp_sum,
+    .swiglu = kern__swiglu,
 };

@@ -832,6 +832,17 @@ static T512 float exp_sum(float *s, int n, float mx) {
     return _mm512_reduce_add_ps(acc);
 }
 
+static T512 void swiglu(float *g, const float *u, size_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 x = _mm512_maskz_loadu_ps(k, g + i);
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+        const __m512 s = _mm512_div_ps(x, _mm512_add_ps(one, e));
+        _mm512_mask_storeu_ps(g + i, k, _mm512_mul_ps(s, _mm512_maskz_loadu_ps(k, u + i)));
+    }
+}
+
 /* ---- tables ---- */
 
 const kern_ops_t kern__avx512_ops = {
@@ -844,6 +855,7 @@ const kern_ops_t kern__avx512_ops = {
     .attn_scores = {attn_scores_f32, attn_scores_bf16, NULL},
     .attn_values = {attn_values_f32, attn_values_bf16, NULL},
     .exp_sum = exp_sum,
+    .swiglu = swiglu,
 };
 
 const kern_ops_t kern__avx512_vnni_ops = {
@@ -856,6 +868,7 @@ const kern_ops_t kern__avx512_vnni_ops = {
     .attn_scores = {attn_scores_f32, attn_scores_bf16, NULL},
     .attn_values = {attn_values_f32, attn_values_bf16, NULL},
     .exp_sum = exp_sum,
+    .swiglu = swiglu,
 };
 
 const kern_ops_t kern__avx512_bf16_ops = {
@@ -868,4 +881,5 @@ const kern_ops_t kern__avx512_bf16_ops = {
     .attn_scores = {attn_scores_f32, attn_scores_bf16, NULL},
     .attn_values = {attn_values_f32, attn_values_bf16, NULL},
     .exp_sum = exp_sum,
+    .swiglu = swiglu,
 };

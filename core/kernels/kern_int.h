@@ -59,5 +59,6 @@ void kern__attn_values_f32(const float *p, int64_t ldp, int g, const void *v, in
 void kern__attn_values_bf16(const float *p, int64_t ldp, int g, const void *v, int64_t ldv,
                             int nj, int hd, float *o);
 float kern__exp_sum(float *s, int n, float mx);
+void kern__swiglu(float *g, const float *u, size_t n);
 
 #endif

@@ -183,6 +183,10 @@ float kern__exp_sum(float *s, int n, float mx) {
     return sum;
 }
 
+void kern__swiglu(float *g, const float *u, size_t n) {
+    for (size_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
 /* ---- table ---- */
 
 const kern_ops_t kern__ref_ops = {
@@ -195,4 +199,5 @@ const kern_ops_t kern__ref_ops = {
     .attn_scores = {kern__attn_scores_f32, kern__attn_scores_bf16, NULL},
     .attn_values = {kern__attn_values_f32, kern__attn_values_bf16, NULL},
     .exp_sum = kern__exp_sum,
+    .swiglu = kern__swiglu,
 };
