@@ -95,7 +95,8 @@ static int run(const char *dir, kern_wtype_t wt, kern_wtype_t at) {
     adp_hook_t *hook;
     core_lin_hook_t lh;
     const int max_tok = NSEQ * PROMPT;
-    if (core_kv_pool_create(&m->cfg, NSEQ * 8, &pool) || core_fwd_create(m, max_tok, 0, &fwd) ||
+    if (core_kv_pool_create_as(&m->cfg, NSEQ * 8, core_kv_type_for(m->wtype), &pool) ||
+        core_fwd_create(m, max_tok, 0, &fwd) ||
         adp_hook_create(m, max_tok, &hook))
         return 1;
     adp_hook_bind(hook, &lh);
