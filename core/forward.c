@@ -119,9 +119,10 @@ static void linear(core_fwd_t *f, int layer, core_proj_t p, const float *x, int 
 
 /* Causal attention of one query row for the query heads of one KV head (GQA: `group` heads
  * share it), over the row's sequence cache, which already holds this step's keys and values.
- * Each key and value row is loaded once for the whole group, and positions are walked block by
- * block (a block's 16 rows are contiguous). scores: group × max_pos floats of the calling
- * thread. */
+ * Block by block, the kernels score the group's heads against the block's 16 positions (keys
+ * stored transposed: one vector per dimension) and then add the block's values weighted by the
+ * unnormalised softmax; the output is divided by the sum once at the end. scores: group ×
+ * max_pos floats of the calling thread. */
 static void attend_group(const core_fwd_t *f, int layer, const core_step_seg_t *sg, int row,
                          int kvh, float *scores) {
     const core_model_config_t *c = &f->m->cfg;
