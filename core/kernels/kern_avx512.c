@@ -429,8 +429,8 @@ INSTANCES(tile_bf16d, T512BF16)
 
 /* ---- row-range drivers ---- */
 
-/* NAME##_ld(w, a, y, ldy, r0, r1): y with row stride ldy (the lr shrink's v); NAME: ldy =
- * w->rows, the kern_rows_fn.
+/* NAME##_ld(w, a, y, ldy, r0, r1, pf1): y with row stride ldy (the lr shrink's v), pf1 rows
+ * prefetched ahead at n = 1; NAME: ldy = w->rows and PF_ROWS_N1, the kern_rows_fn.
  * n = 1: blocks of 8 rows (8 chains, 8 streams), then 4, then 1; one pass over all columns.
  * n ≥ 2: blocks of 4 rows; tokens in ceil(n / 4) tiles of balanced size (n = 5 → 3 + 2, not
  * 4 + 1, so every pass has ≥ 8 independent chains); columns in chunks of KC (when n ≤ 32),
@@ -457,13 +457,13 @@ INSTANCES(tile_bf16d, T512BF16)
 
 #define DEFINE_ROWS(NAME, ATTR, KIND, KC, VEC)                                              \
     static ATTR void NAME##_ld(const kern_mat_t *w, const kern_act_t *a, float *y,          \
-                               int64_t ldy, int64_t r0, int64_t r1) {                      \
+                               int64_t ldy, int64_t r0, int64_t r1, int pf1) {             \
         const int n = a->n;                                                                 \
         const int64_t cols = w->cols;                                                       \
         int64_t r = r0;                                                                     \
         if (n == 1) {                                                                       \
             const chunk_t c1 = {.k0 = 0, .k1 = cols, .first = 1, .last = 1};                \
-            for (; r + 8 <= r1; r += 8) KIND##_8_1(w, a, y, ldy, r, 0, PF_ROWS_N1, c1);    \
+            for (; r + 8 <= r1; r += 8) KIND##_8_1(w, a, y, ldy, r, 0, pf1, c1);           \
             for (; r + 4 <= r1; r += 4) KIND##_4_1(w, a, y, ldy, r, 0, 0, c1);             \
             for (; r < r1; r++) KIND##_1_1(w, a, y, ldy, r, 0, 0, c1);                     \
             return;                                                                         \
@@ -476,7 +476,7 @@ INSTANCES(tile_bf16d, T512BF16)
     }                                                                                       \
     static ATTR void NAME(const kern_mat_t *w, const kern_act_t *a, float *y, int64_t r0,   \
                           int64_t r1) {                                                     \
-        NAME##_ld(w, a, y, w->rows, r0, r1);                                                \
+        NAME##_ld(w, a, y, w->rows, r0, r1, PF_ROWS_N1);                                    \
     }
 
 DEFINE_ROWS(rows_f32, T512, tile_f32, KC_F32, __m512)
@@ -501,28 +501,37 @@ static T512VNNI void rows_i8v(const kern_mat_t *w, const kern_act_t *a, float *y
 /* Shrink is a matmul of A against the caller's x with an output stride: the widening rows
  * kernels above as they are (8 A rows per pass at n = 1, else 4 rows × up to 4 tokens; x read
  * unaligned, in place). Never dpbf16, not even in the avx512-bf16 table: the adapter path
- * keeps fp32 activations. */
+ * keeps fp32 activations. Unlike a base matrix, a factor is a few short rows read once (a
+ * tenant's lone decode token): at n = 1 the next 8 rows are prefetched while these are summed
+ * (past the last row, the prefetches fall on whatever follows: harmless). With LR_PF_N1 below
+ * this cut the adapter path's share of a 32-tenant SmolLM-shape decode step from +44–48 % to
+ * +35–37 % (bench_adapter_step, alternating runs); base matrices are long rows the hardware
+ * prefetcher follows, and gain nothing (PF_ROWS_N1). */
+#ifndef LR_PF_ROWS_N1
+#define LR_PF_ROWS_N1 8
+#endif
 static T512 void lr_shrink_f32(const kern_mat_t *a, const float *x, int64_t ldx, int n,
                                float *v, int64_t ldv) {
     const kern_act_t act = {.x = x, .ldx = ldx, .n = n, .cols = a->cols};
-    if (n > 0) rows_f32_ld(a, &act, v, ldv, 0, a->rows);
+    if (n > 0) rows_f32_ld(a, &act, v, ldv, 0, a->rows, LR_PF_ROWS_N1);
 }
 
 static T512 void lr_shrink_bf16(const kern_mat_t *a, const float *x, int64_t ldx, int n,
                                 float *v, int64_t ldv) {
     const kern_act_t act = {.x = x, .ldx = ldx, .n = n, .cols = a->cols};
-    if (n > 0) rows_bf16w_ld(a, &act, v, ldv, 0, a->rows);
+    if (n > 0) rows_bf16w_ld(a, &act, v, ldv, 0, a->rows, LR_PF_ROWS_N1);
 }
 
 /* expand: prefetch the Bt rows this many column groups ahead, 0 = none (n ≥ 2; LR_PF_N1 for
  * a lone token). Measured cold, r = 16, d = 576 and 2048: at n = 8, 1 is 15–40 % faster than
- * none and 2–4 are no better than 1; at n = 1 prefetching made no consistent difference
- * (±10 % either way, as PF_ROWS_N1 for the rows kernels), so it is left out there. */
+ * none and 2–4 are no better than 1. At n = 1 bench_kernels saw no consistent difference, but
+ * in the decode step (32 tenants, bench_adapter_step, 3 alternating runs) 1 took the adapter
+ * cost from +44–48 % to +40–42 %, and to +35–37 % with the shrink's row prefetch above. */
 #ifndef LR_PF
 #define LR_PF 1
 #endif
 #ifndef LR_PF_N1
-#define LR_PF_N1 0
+#define LR_PF_N1 1
 #endif
 
 /* Expand tile: T tokens from t0 × CW vectors of 16 columns from c (the last vector masked by
