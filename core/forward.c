@@ -117,6 +117,17 @@ static void linear(core_fwd_t *f, int layer, core_proj_t p, const float *x, int 
 
 /* ---- attention ---- */
 
+/* Blocks of the KV cache prefetched ahead of the one being read. A block's keys (or values) of
+ * one head are a few KB at a random place in the pool: too short a stream for the hardware
+ * prefetcher, so without this the attention kernels wait on DRAM at every block. */
+#ifndef ATT_PF
+#define ATT_PF 1
+#endif
+
+static void prefetch_bytes(const void *p, size_t bytes) {
+    for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch((const char *)p + o, 0, 3);
+}
+
 /* Causal attention of one query row for the query heads of one KV head (GQA: `group` heads
  * share it), over the row's sequence cache, which already holds this step's keys and values.
  * Block by block, the kernels score the group's heads against the block's 16 positions (keys
@@ -138,11 +149,18 @@ static void attend_group(const core_fwd_t *f, int layer, const core_step_seg_t *
     /* the group's query heads are consecutive, and so are their outputs */
     const size_t off = (size_t)row * (size_t)(c->n_heads * hd) + (size_t)kvh * group * hd;
     float *o = f->att + off;
-    for (int32_t j0 = 0; j0 < npos; j0 += CORE_KV_BLOCK) {
+    const size_t half = (size_t)CORE_KV_BLOCK * (size_t)hd * kern_wtype_size(pool->type);
+    const int32_t nblk = (npos + CORE_KV_BLOCK - 1) / CORE_KV_BLOCK;
+    for (int32_t b = 0; b < nblk; b++) {
+        const int32_t j0 = b * CORE_KV_BLOCK;
         const int nj = npos - j0 < CORE_KV_BLOCK ? (int)(npos - j0) : CORE_KV_BLOCK;
-        scores_fn(f->q + off, group, hd, core_kv_keys(pool, blocks[j0 / CORE_KV_BLOCK], layer, kvh),
+        if (b + ATT_PF < nblk)
+            prefetch_bytes(core_kv_keys(pool, blocks[b + ATT_PF], layer, kvh), half);
+        scores_fn(f->q + off, group, hd, core_kv_keys(pool, blocks[b], layer, kvh),
                   CORE_KV_BLOCK, nj, scale, scores + j0, lds);
     }
+    for (int32_t b = 0; b < ATT_PF && b < nblk; b++) /* the values' first blocks, for later */
+        prefetch_bytes(core_kv_values(pool, blocks[b], layer, kvh), half);
     float inv[CORE_MAX_GQA_GROUP];
     for (int g = 0; g < group; g++) {
         float *sc = scores + (size_t)g * (size_t)lds, mx = -INFINITY;
@@ -151,10 +169,13 @@ static void attend_group(const core_fwd_t *f, int layer, const core_step_seg_t *
         inv[g] = 1.0f / ops->exp_sum(sc, npos, mx);
     }
     memset(o, 0, (size_t)group * (size_t)hd * sizeof(float));
-    for (int32_t j0 = 0; j0 < npos; j0 += CORE_KV_BLOCK) {
+    for (int32_t b = 0; b < nblk; b++) {
+        const int32_t j0 = b * CORE_KV_BLOCK;
         const int nj = npos - j0 < CORE_KV_BLOCK ? (int)(npos - j0) : CORE_KV_BLOCK;
-        values_fn(scores + j0, lds, group,
-                  core_kv_values(pool, blocks[j0 / CORE_KV_BLOCK], layer, kvh), hd, nj, hd, o);
+        if (b + ATT_PF < nblk)
+            prefetch_bytes(core_kv_values(pool, blocks[b + ATT_PF], layer, kvh), half);
+        values_fn(scores + j0, lds, group, core_kv_values(pool, blocks[b], layer, kvh), hd, nj,
+                  hd, o);
     }
     /* softmax normalised once at the end: o = Σ e^(s−max) v / Σ e^(s−max) */
     for (int g = 0; g < group; g++)
