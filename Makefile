@@ -48,11 +48,11 @@ endef
 deps:
 	$(call apt_install,$(PKGS))
 
-build/obj/%.o: %.c $(wildcard core/*.h core/kernels/*.h adapters/*.h server/*.h tools/*.h tests/support/*.h)
+build/obj/%.o: %.c $(wildcard core/*.h core/kernels/*.h adapters/*.h server/*.h tools/*.h tests/support/*.h bench/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) $(OPT) $(INC) -Itests/support $(PCCFLAGS) -c $< -o $@
 
-build/asan/obj/%.o: %.c $(wildcard core/*.h core/kernels/*.h adapters/*.h server/*.h tools/*.h tests/support/*.h)
+build/asan/obj/%.o: %.c $(wildcard core/*.h core/kernels/*.h adapters/*.h server/*.h tools/*.h tests/support/*.h bench/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) $(SANFLAGS) $(INC) -Itests/support $(PCCFLAGS) -c $< -o $@
 

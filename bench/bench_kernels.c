@@ -23,13 +23,13 @@
  *                                            --lora: only the low-rank adapter section)
  */
 #include <cblas.h>
-#include <immintrin.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_stream.h"
 #include "kern.h"
 
 /* ---- setup ---- */
@@ -100,47 +100,6 @@ static void sleep_ms(int ms) {
 
 /* ---- memory bandwidth ---- */
 
-/* Sum of n floats read as 4 interleaved sequential streams (the four quarters of the range):
- * on this VM one stream per core reads ~10 % slower than 2–8 (performance.md §2.2), and the
- * kernels stream 4–8 weight rows at once, so this is the fair ceiling. */
-__attribute__((target("avx512f"))) static float sum_avx512(const float *p, size_t n) {
-    const size_t q = n / 4 / 32 * 32;
-    const float *s0 = p, *s1 = p + q, *s2 = p + 2 * q, *s3 = p + 3 * q;
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0,
-           b3 = a0;
-    for (size_t i = 0; i < q; i += 32) {
-        a0 = _mm512_add_ps(a0, _mm512_loadu_ps(s0 + i));
-        a1 = _mm512_add_ps(a1, _mm512_loadu_ps(s1 + i));
-        a2 = _mm512_add_ps(a2, _mm512_loadu_ps(s2 + i));
-        a3 = _mm512_add_ps(a3, _mm512_loadu_ps(s3 + i));
-        b0 = _mm512_add_ps(b0, _mm512_loadu_ps(s0 + i + 16));
-        b1 = _mm512_add_ps(b1, _mm512_loadu_ps(s1 + i + 16));
-        b2 = _mm512_add_ps(b2, _mm512_loadu_ps(s2 + i + 16));
-        b3 = _mm512_add_ps(b3, _mm512_loadu_ps(s3 + i + 16));
-    }
-    __m512 t = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
-                             _mm512_add_ps(_mm512_add_ps(b0, b1), _mm512_add_ps(b2, b3)));
-    return _mm512_reduce_add_ps(t);
-}
-
-__attribute__((target("avx2"))) static float sum_avx2(const float *p, size_t n) {
-    const size_t q = n / 4 / 8 * 8;
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (size_t i = 0; i < q; i += 8) {
-        a0 = _mm256_add_ps(a0, _mm256_loadu_ps(p + i));
-        a1 = _mm256_add_ps(a1, _mm256_loadu_ps(p + q + i));
-        a2 = _mm256_add_ps(a2, _mm256_loadu_ps(p + 2 * q + i));
-        a3 = _mm256_add_ps(a3, _mm256_loadu_ps(p + 3 * q + i));
-    }
-    float t[8];
-    _mm256_storeu_ps(t, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-    return t[0] + t[1] + t[2] + t[3] + t[4] + t[5] + t[6] + t[7];
-}
-
-static float sum_stream(const float *p, size_t n) {
-    return __builtin_cpu_supports("avx512f") ? sum_avx512(p, n) : sum_avx2(p, n);
-}
-
 typedef struct {
     const float *p;
     volatile float sink[64];
@@ -148,7 +107,7 @@ typedef struct {
 
 static void bw_range(void *arg, int64_t i0, int64_t i1, int tid) {
     bw_job_t *j = arg;
-    j->sink[tid] = sum_stream(j->p + i0, (size_t)(i1 - i0));
+    j->sink[tid] = bench_stream_sum(j->p + i0, (size_t)(i1 - i0));
 }
 
 /* GB/s of a read over the whole fp32 arena (4 streams per thread) on 1 thread (pool NULL) or

@@ -12,13 +12,14 @@
  * Not run by the kernel-bench loop of `make bench` (the Makefile filters it out of
  * bench/bench_*.c); bench_serve.py runs it at the start and at the end of its scenarios.
  */
-#include <immintrin.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "bench_stream.h"
 
 /* ---- helpers ---- */
 
@@ -31,55 +32,6 @@ static double now_s(void) {
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
-}
-
-/* ---- streaming sums ---- */
-
-__attribute__((target("avx512f"))) static float sum_avx512(const float *p, size_t n) {
-    const size_t q = n / 4 / 32 * 32;
-    const float *s0 = p, *s1 = p + q, *s2 = p + 2 * q, *s3 = p + 3 * q;
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0,
-           b3 = a0;
-    for (size_t i = 0; i < q; i += 32) {
-        a0 = _mm512_add_ps(a0, _mm512_loadu_ps(s0 + i));
-        a1 = _mm512_add_ps(a1, _mm512_loadu_ps(s1 + i));
-        a2 = _mm512_add_ps(a2, _mm512_loadu_ps(s2 + i));
-        a3 = _mm512_add_ps(a3, _mm512_loadu_ps(s3 + i));
-        b0 = _mm512_add_ps(b0, _mm512_loadu_ps(s0 + i + 16));
-        b1 = _mm512_add_ps(b1, _mm512_loadu_ps(s1 + i + 16));
-        b2 = _mm512_add_ps(b2, _mm512_loadu_ps(s2 + i + 16));
-        b3 = _mm512_add_ps(b3, _mm512_loadu_ps(s3 + i + 16));
-    }
-    __m512 t = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
-                             _mm512_add_ps(_mm512_add_ps(b0, b1), _mm512_add_ps(b2, b3)));
-    return _mm512_reduce_add_ps(t);
-}
-
-__attribute__((target("avx2"))) static float sum_avx2(const float *p, size_t n) {
-    const size_t q = n / 4 / 8 * 8;
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (size_t i = 0; i < q; i += 8) {
-        a0 = _mm256_add_ps(a0, _mm256_loadu_ps(p + i));
-        a1 = _mm256_add_ps(a1, _mm256_loadu_ps(p + q + i));
-        a2 = _mm256_add_ps(a2, _mm256_loadu_ps(p + 2 * q + i));
-        a3 = _mm256_add_ps(a3, _mm256_loadu_ps(p + 3 * q + i));
-    }
-    float t[8];
-    _mm256_storeu_ps(t, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-    return t[0] + t[1] + t[2] + t[3] + t[4] + t[5] + t[6] + t[7];
-}
-
-static float sum_scalar(const float *p, size_t n) {
-    float a[8] = {0};
-    for (size_t i = 0; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) a[k] += p[i + k];
-    return a[0] + a[1] + a[2] + a[3] + a[4] + a[5] + a[6] + a[7];
-}
-
-static float sum_stream(const float *p, size_t n) {
-    if (__builtin_cpu_supports("avx512f")) return sum_avx512(p, n);
-    if (__builtin_cpu_supports("avx2")) return sum_avx2(p, n);
-    return sum_scalar(p, n);
 }
 
 /* ---- threads ---- */
@@ -96,7 +48,7 @@ static void *part_run(void *arg) {
     part_t *t = arg;
     pthread_barrier_wait(t->start);
     t->t0 = now_s();
-    t->sink = sum_stream(t->p, t->n);
+    t->sink = bench_stream_sum(t->p, t->n);
     t->t1 = now_s();
     return NULL;
 }
@@ -107,7 +59,7 @@ static void *part_run(void *arg) {
 static double pass(const float *buf, size_t n, int threads) {
     if (threads == 1) {
         double t0 = now_s();
-        volatile float s = sum_stream(buf, n);
+        volatile float s = bench_stream_sum(buf, n);
         (void)s;
         return now_s() - t0;
     }
