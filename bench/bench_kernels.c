@@ -54,14 +54,15 @@ static const int NS[NNS] = {1, 8, 32};
 enum {
     I_OB_GEMM, I_OB_GEMV, /* OpenBLAS fp32 */
     I_F32,                /* avx512 f32 fma */
-    I_BF16_DP, I_BF16_W,  /* avx512-bf16 dpbf16, avx512 widen */
+    I_BF16_DP, I_BF16_P32, I_BF16_W, /* avx512-bf16 dpbf16 row-major and in 32-row panels
+                                        (what the server loads), avx512 widen */
     I_I8_VNNI, I_I8_W,    /* avx512-vnni, avx512 widen */
     I_AVX2_F32, I_AVX2_BF16, I_AVX2_I8,
     I_REF_F32, I_REF_BF16, I_REF_I8,
     NIMPL
 };
 static const char *IMPL_NAME[NIMPL] = {
-    "OB sgemm", "OB sgemv", "f32", "bf16-dp", "bf16-wid", "i8-vnni", "i8-wid",
+    "OB sgemm", "OB sgemv", "f32", "bf16-dp", "bf16-p32", "bf16-wid", "i8-vnni", "i8-wid",
     "avx2 f32", "avx2 bf16", "avx2 i8", "ref f32", "ref bf16", "ref i8",
 };
 
@@ -144,7 +145,8 @@ typedef struct {
 
 static kern_wtype_t impl_type(int impl) {
     switch (impl) {
-    case I_BF16_DP: case I_BF16_W: case I_AVX2_BF16: case I_REF_BF16: return KERN_W_BF16;
+    case I_BF16_DP: case I_BF16_P32: case I_BF16_W: case I_AVX2_BF16: case I_REF_BF16:
+        return KERN_W_BF16;
     case I_I8_VNNI: case I_I8_W: case I_AVX2_I8: case I_REF_I8: return KERN_W_I8;
     default: return KERN_W_F32;
     }
@@ -153,7 +155,7 @@ static kern_wtype_t impl_type(int impl) {
 static const kern_ops_t *impl_ops(int impl) {
     switch (impl) {
     case I_F32: case I_BF16_W: case I_I8_W: return kern_get(KERN_BK_AVX512);
-    case I_BF16_DP: return kern_get(KERN_BK_AVX512_BF16);
+    case I_BF16_DP: case I_BF16_P32: return kern_get(KERN_BK_AVX512_BF16);
     case I_I8_VNNI: return kern_get(KERN_BK_AVX512_VNNI);
     case I_AVX2_F32: case I_AVX2_BF16: case I_AVX2_I8: return kern_get(KERN_BK_AVX2);
     case I_REF_F32: case I_REF_BF16: case I_REF_I8: return kern_get(KERN_BK_REF);
@@ -175,7 +177,10 @@ static void run_once(const call_t *c, size_t idx) {
         return;
     }
     kern_wtype_t ty = impl_type(c->impl);
-    kern_mat_t m = {.type = ty, .rows = rows, .cols = cols};
+    /* the timing does not depend on the values: the arena's bf16 bits serve as a packed
+     * matrix (every shape here fills whole 32-row groups, make_call checks) */
+    kern_mat_t m = {.type = ty, .rows = rows, .cols = cols,
+                    .layout = c->impl == I_BF16_P32 ? KERN_LAYOUT_P32 : KERN_LAYOUT_ROWS};
     size_t e = idx * (size_t)rows * (size_t)cols;
     m.data = ty == KERN_W_F32 ? (const void *)(b->a32 + e)
              : ty == KERN_W_BF16 ? (const void *)(b->a16 + e)
@@ -189,6 +194,7 @@ static void run_once(const call_t *c, size_t idx) {
 static int make_call(const bench_t *b, int impl, int threads, int64_t rows, int64_t cols, int n,
                      call_t *c) {
     if (impl == I_OB_GEMV && n != 1) return 0;
+    if (impl == I_BF16_P32 && kern_p32_bytes(rows, cols) != (size_t)(rows * cols) * 2) return 0;
     if (impl != I_OB_GEMM && impl != I_OB_GEMV && !impl_ops(impl)) return 0;
     kern_wtype_t ty = impl_type(impl);
     size_t esz = kern_wtype_size(ty);

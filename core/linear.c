@@ -117,7 +117,7 @@ static void kernel_rows(const multi_job_t *j, const core_weight_t *w, float *y, 
     for (int t0 = 0; t0 < j->n; t0 += CORE_KERN_MAX_N) {
         const int nt = j->n - t0 < CORE_KERN_MAX_N ? j->n - t0 : CORE_KERN_MAX_N;
         const kern_act_t s = act_slice(&j->a, t0, nt);
-        j->ex->ops->rows[w->type](&km, &s, y + (size_t)t0 * (size_t)w->rows, r0, r1);
+        kern_rows_for(j->ex->ops, &km)(&km, &s, y + (size_t)t0 * (size_t)w->rows, r0, r1);
     }
 }
 

@@ -25,6 +25,7 @@ typedef struct {
     llm_error_t *err;
     const char *dir;     /* the model directory, for messages */
     kern_wtype_t wtype;  /* storage type of the matrices */
+    kern_layout_t layout; /* bf16 matrices: the layout of the kernels this process runs */
 } loader_t;
 
 /* Finds name with exactly the given shape (n_dims 1 or 2). */
@@ -68,6 +69,7 @@ static int load_matrix(loader_t *L, const char *name, int64_t rows, int64_t cols
     int64_t bad = 0;
     rc = core_weight_init(w, L->wtype, t->dtype, t->data, rows, cols, &bad);
     release_pages(t->data, (size_t)rows * (size_t)cols * core_dtype_size(t->dtype));
+    if (!rc) rc = core_weight_pack(w, L->layout);
     if (rc == LLM_EFORMAT)
         return llm_err_set(L->err, LLM_EFORMAT,
                            "%s: tensor \"%s\" holds a non-finite value at element %lld",
@@ -138,6 +140,9 @@ int core_model_load_as(const char *dir, kern_wtype_t wtype, core_model_t **out,
     L.err = err;
     L.dir = dir;
     L.wtype = wtype;
+    /* the table core_exec_create will pick (kern_select is a pure function of the CPU and
+     * LORAMUX_KERNELS); a weight in another layout still runs, on that table's plain C */
+    L.layout = kern_select(NULL, 0)->bf16_layout;
     m->wtype = wtype;
     L.used = calloc(core_st_count(st) + 1, 1);
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);

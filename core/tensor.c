@@ -134,6 +134,17 @@ int core_weight_init(core_weight_t *w, kern_wtype_t type, core_dtype_t src_dt, c
     return 0;
 }
 
+int core_weight_pack(core_weight_t *w, kern_layout_t layout) {
+    if (w->type != KERN_W_BF16 || w->layout == layout || layout != KERN_LAYOUT_P32) return 0;
+    uint16_t *d = aligned_alloc(64, kern_p32_bytes(w->rows, w->cols));
+    if (!d) return LLM_ENOMEM;
+    kern_pack_p32(w->data, w->rows, w->cols, d);
+    free(w->data);
+    w->data = d;
+    w->layout = layout;
+    return 0;
+}
+
 void core_weight_deinit(core_weight_t *w) {
     if (!w) return;
     free(w->data);
@@ -142,12 +153,17 @@ void core_weight_deinit(core_weight_t *w) {
 }
 
 size_t core_weight_bytes(const core_weight_t *w) {
+    if (w->layout == KERN_LAYOUT_P32) return kern_p32_bytes(w->rows, w->cols);
     return (size_t)w->rows * (size_t)w->cols * kern_wtype_size(w->type) +
            (w->scale ? (size_t)w->rows * sizeof(float) : 0);
 }
 
 void core_weight_rows_f32(const core_weight_t *w, int64_t r0, int64_t r1, float *out) {
     const size_t cols = (size_t)w->cols;
+    if (w->layout == KERN_LAYOUT_P32) {
+        kern_p32_rows_f32(w->data, w->cols, r0, r1, out);
+        return;
+    }
     for (int64_t r = r0; r < r1; r++, out += cols) {
         const size_t off = (size_t)r * cols;
         switch (w->type) {

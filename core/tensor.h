@@ -36,8 +36,9 @@ typedef struct core_weight_s {
     kern_wtype_t type;  /* storage: KERN_W_F32, KERN_W_BF16 or KERN_W_I8 (per-row scale) */
     int64_t rows;       /* output features */
     int64_t cols;       /* input features */
-    void *data;         /* (rows, cols) row-major in type, 64-byte aligned; owned */
+    void *data;         /* (rows, cols) in type and layout, 64-byte aligned; owned */
     float *scale;       /* (rows) for KERN_W_I8 (w ≈ q · scale[row]), else NULL; owned */
+    kern_layout_t layout; /* row-major unless core_weight_pack changed it */
 } core_weight_t;
 
 /* Parses "f32" | "bf16" | "int8" into *out. Returns 0 or LLM_EINVAL. */
@@ -50,16 +51,22 @@ int core_wtype_parse(const char *s, kern_wtype_t *out);
  * Returns 0, LLM_EFORMAT or LLM_ENOMEM. */
 int core_weight_init(core_weight_t *w, kern_wtype_t type, core_dtype_t src_dt, const void *src,
                      int64_t rows, int64_t cols, int64_t *bad);
+/* Re-lays a row-major BF16 weight out in layout (kern.h: KERN_LAYOUT_P32 for the
+ * avx512-bf16 outer-product kernel; a kern_ops_t names its bf16_layout). Other types, or the
+ * layout it already has, are left alone. Values unchanged: core_weight_row reads the same.
+ * Returns 0 or LLM_ENOMEM (w unchanged). */
+int core_weight_pack(core_weight_t *w, kern_layout_t layout);
+
 /* Accepts NULL and zeroed structs. */
 void core_weight_deinit(core_weight_t *w);
 
 /* The weight as the kernels see it (borrowed pointers). */
 static inline kern_mat_t core_weight_mat(const core_weight_t *w) {
     return (kern_mat_t){.type = w->type, .rows = w->rows, .cols = w->cols, .data = w->data,
-                        .scale = w->scale};
+                        .scale = w->scale, .layout = w->layout};
 }
 
-/* Resident bytes of the stored matrix (data plus scales). */
+/* Resident bytes of the stored matrix (data with its layout's padding, plus scales). */
 size_t core_weight_bytes(const core_weight_t *w);
 
 /* Copies row r (e.g. an embedding) to out[cols] as fp32 (dequantised for INT8). */

@@ -55,13 +55,31 @@ typedef enum {
 const char *kern_wtype_name(kern_wtype_t t); /* "f32", "bf16", "int8"; static storage */
 size_t kern_wtype_size(kern_wtype_t t);      /* bytes per weight element: 4, 2, 1 */
 
+/* How data holds the matrix. Row-major is how checkpoints store it and what every weight type
+ * and backend reads. P32 is a bf16 layout for the outer-product kernel of the avx512-bf16
+ * backend (the table's bf16_layout): rows in groups of 32 (the last padded with zero rows),
+ * a group's columns in pairs (an odd last column padded with a zero), and for each pair of
+ * columns the 32 rows' two values side by side: 64 bf16 = one cache line, two 16-row vectors
+ * that vdpbf16ps multiplies by one broadcast pair of activations. Element (r, k) of a matrix
+ * with cp = cols rounded up to even sits at
+ *     (r / 32) · 32 · cp  +  (k / 2) · 64  +  (r % 32) · 2  +  k % 2.
+ * A group is one contiguous stream (the hardware prefetcher's best case), its outputs are 32
+ * rows of each token with no horizontal sums, and each weight vector is loaded once per
+ * 8 tokens. kern_pack_p32() makes it, kern_p32_rows_f32() reads rows back. */
+typedef enum {
+    KERN_LAYOUT_ROWS = 0, /* (rows, cols) row-major, any type */
+    KERN_LAYOUT_P32,      /* KERN_W_BF16 only, as above */
+} kern_layout_t;
+
 typedef struct kern_mat_s {
     /* public: filled by the caller, borrowed by every kernel call */
     kern_wtype_t type;
     int64_t rows;       /* output features */
     int64_t cols;       /* input features */
-    const void *data;   /* (rows, cols) row-major, type; any alignment (64 B is fastest) */
+    const void *data;   /* layout (default row-major), type; any alignment (64 B is fastest;
+                           P32 needs 64) */
     const float *scale; /* (rows) fp32; KERN_W_I8 only, NULL otherwise */
+    kern_layout_t layout;
 } kern_mat_t;
 
 /* ---- activations as a backend reads them (filled by ops->prep) ---- */
@@ -148,7 +166,10 @@ typedef struct kern_ops_s {
     const char *name;                /* "ref", "avx2", "avx512", "avx512-vnni", "avx512-bf16" */
     const char *path[KERN_W_COUNT];  /* per weight type, e.g. "bf16 dpbf16", "int8 vnni" */
     kern_prep_fn prep;
-    kern_rows_fn rows[KERN_W_COUNT]; /* indexed by kern_wtype_t */
+    kern_rows_fn rows[KERN_W_COUNT]; /* row-major weights, indexed by kern_wtype_t */
+    kern_rows_fn rows_p32;           /* KERN_W_BF16 in KERN_LAYOUT_P32 (every table has one;
+                                        only avx512-bf16's is fast: the others are the plain C) */
+    kern_layout_t bf16_layout;       /* the layout this table's bf16 weights are fastest in */
     kern_lr_shrink_fn lr_shrink[KERN_W_COUNT]; /* F32 and BF16 factors; NULL for I8 */
     kern_lr_expand_fn lr_expand[KERN_W_COUNT]; /* F32 and BF16 factors; NULL for I8 */
     kern_attn_scores_fn attn_scores[KERN_W_COUNT]; /* F32 and BF16 caches; NULL for I8 */
@@ -169,6 +190,11 @@ typedef enum {
 /* The table of backend b, or NULL when this CPU lacks its instructions (ref never is).
  * Returns: borrowed, static. Thread-safe. */
 const kern_ops_t *kern_get(kern_backend_t b);
+
+/* The rows kernel of ops for w's type and layout. */
+static inline kern_rows_fn kern_rows_for(const kern_ops_t *ops, const kern_mat_t *w) {
+    return w->layout == KERN_LAYOUT_P32 ? ops->rows_p32 : ops->rows[w->type];
+}
 
 /* Picks the best backend this CPU runs, unless the environment variable LORAMUX_KERNELS
  * names one: ref | avx2 | avx512 (the best AVX-512 variant available) | avx512f |
@@ -237,6 +263,14 @@ float kern_bf16_to_f32(uint16_t h);
 void kern_f32_to_bf16_n(const float *src, uint16_t *dst, size_t n);
 /* n bf16 values widened to fp32 (exact: a shift), in a loop the compiler vectorises. */
 void kern_bf16_to_f32_n(const uint16_t *src, float *dst, size_t n);
+
+/* Bytes of a (rows, cols) bf16 matrix in KERN_LAYOUT_P32 (padding included). */
+size_t kern_p32_bytes(int64_t rows, int64_t cols);
+/* Packs row-major bf16 src (rows, cols) into dst (kern_p32_bytes, padding zeroed). */
+void kern_pack_p32(const uint16_t *src, int64_t rows, int64_t cols, uint16_t *dst);
+/* Rows [r0, r1) of a P32 matrix (data p, cols columns) widened to fp32 into out
+ * ((r1 − r0), cols) row-major: the exact stored values. */
+void kern_p32_rows_f32(const uint16_t *p, int64_t cols, int64_t r0, int64_t r1, float *out);
 
 /* Symmetric per-row int8: scale[r] = max_k |src[r][k]| / 127 (0 for an all-zero row) and
  * q[r][k] = round_half_even(src[r][k] · 127 / max_k |src[r][k]|) clamped to [-127, 127], so

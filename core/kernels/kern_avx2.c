@@ -215,6 +215,7 @@ const kern_ops_t kern__avx2_ops = {
     .path = {"f32 fma", "bf16 widen", "int8 widen"},
     .prep = kern__prep_fp32act,
     .rows = {rows_f32, rows_bf16, rows_i8},
+    .rows_p32 = kern__rows_p32,
     .lr_shrink = {lr_shrink_f32, lr_shrink_bf16, NULL},
     .lr_expand = {lr_expand_f32, lr_expand_bf16, NULL},
     .attn_scores = {kern__attn_scores_f32, kern__attn_scores_bf16, NULL},

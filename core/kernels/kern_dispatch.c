@@ -120,7 +120,7 @@ void kern_matmul(const kern_ops_t *ops, const kern_mat_t *w, const float *x, int
                  void *work) {
     kern_act_t a;
     ops->prep(w->type, x, n, w->cols, work, &a);
-    ops->rows[w->type](w, &a, y, 0, w->rows);
+    kern_rows_for(ops, w)(w, &a, y, 0, w->rows);
 }
 
 typedef struct {
@@ -133,7 +133,7 @@ typedef struct {
 static void mt_range(void *arg, int64_t i0, int64_t i1, int tid) {
     (void)tid;
     const mt_job_t *j = arg;
-    j->ops->rows[j->w->type](j->w, j->a, j->y, i0, i1);
+    kern_rows_for(j->ops, j->w)(j->w, j->a, j->y, i0, i1);
 }
 
 /* Row ranges are multiples of 16 rows, so threads write disjoint 64-byte lines of y when

@@ -47,6 +47,11 @@ void kern__prep_fp32act(kern_wtype_t wt, const float *x, int n, int64_t cols, vo
  * VNNI prep so every backend quantises identically). */
 void kern__prep_quant_i8(const float *x, int n, int64_t cols, void *work, kern_act_t *a);
 
+/* The reference kernel for bf16 weights in the P32 layout (kern_ref.c): every table's
+ * rows_p32 except avx512-bf16's. */
+void kern__rows_p32(const kern_mat_t *w, const kern_act_t *a, float *y, int64_t r0,
+                    int64_t r1);
+
 /* The reference attention kernels (kern_ref.c), also the AVX2 table's: attention is a small
  * share of a step next to the weights, and the AVX2 backend is the fallback of CPUs this
  * server is not tuned for. */

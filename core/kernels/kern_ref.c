@@ -40,6 +40,24 @@ static void rows_bf16(const kern_mat_t *w, const kern_act_t *a, float *y, int64_
     }
 }
 
+/* bf16 weights in the P32 layout (kern.h), the same sums as rows_bf16 bit for bit: the
+ * fallback of every table whose CPU lacks the outer-product kernel, and its oracle's twin. */
+void kern__rows_p32(const kern_mat_t *w, const kern_act_t *a, float *y, int64_t r0,
+                    int64_t r1) {
+    const int64_t cols = w->cols, rows = w->rows, cp = (cols + 1) & ~(int64_t)1;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint16_t *wr = (const uint16_t *)w->data + (size_t)(r / 32) * 32 * (size_t)cp +
+                             (size_t)(r % 32) * 2;
+        for (int t = 0; t < a->n; t++) {
+            const float *xt = a->x + (size_t)t * (size_t)a->ldx;
+            float s = 0.0f;
+            for (int64_t k = 0; k < cols; k++)
+                s += kern__bf16f(wr[(size_t)(k / 2) * 64 + (size_t)(k % 2)]) * xt[k];
+            y[(size_t)t * (size_t)rows + (size_t)r] = s;
+        }
+    }
+}
+
 /* Sums q·x in fp32 and scales once per output: the same value as Σ (q·scale)·x up to one
  * rounding, and the form the SIMD widening paths use, so they agree to summation order. */
 static void rows_i8(const kern_mat_t *w, const kern_act_t *a, float *y, int64_t r0,
@@ -194,6 +212,7 @@ const kern_ops_t kern__ref_ops = {
     .path = {"f32 scalar", "bf16 scalar", "int8 scalar"},
     .prep = kern__prep_none,
     .rows = {rows_f32, rows_bf16, rows_i8},
+    .rows_p32 = kern__rows_p32,
     .lr_shrink = {lr_shrink_f32, lr_shrink_bf16, NULL},
     .lr_expand = {lr_expand_f32, lr_expand_bf16, NULL},
     .attn_scores = {kern__attn_scores_f32, kern__attn_scores_bf16, NULL},

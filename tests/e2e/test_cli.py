@@ -19,15 +19,20 @@ def test_generate_ids_match_reference(run, fixtures):
     assert [int(t) for t in r.stdout.split()] == expected
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_generate_bf16_default_matches_reference_for_100_tokens(run, fixtures, threads):
-    """The default bf16 weights keep the reference's greedy ids for at least 100 tokens (they
-    part at a near tie later: see test_stories260k.c), on one thread or several."""
+def test_generate_bf16_default_follows_reference_to_a_near_tie(run, fixtures):
+    """The default bf16 weights keep the fp32 reference's greedy ids until a near tie (71
+    tokens with the avx512-bf16 outer-product kernel, 132 on the paths that keep fp32
+    activations; test_stories260k.c checks that the parting is a flipped near tie and that
+    every logit row stays within 3 % of fp32), and the same ids on one thread or two."""
     expected = json.loads((stories(fixtures) / "expected_ids.json").read_text())["ids"]
-    r = run("generate", "--model", stories(fixtures), "--prompt", "", "--max-tokens", 100,
-            "--temperature", 0, "--ids", "--threads", threads)
-    assert r.returncode == 0, r.stderr
-    assert [int(t) for t in r.stdout.split()] == expected[:100]
+    ids = {}
+    for threads in (1, 2):
+        r = run("generate", "--model", stories(fixtures), "--prompt", "", "--max-tokens", 200,
+                "--temperature", 0, "--ids", "--threads", threads)
+        assert r.returncode == 0, r.stderr
+        ids[threads] = [int(t) for t in r.stdout.split()]
+    assert ids[1] == ids[2]
+    assert ids[1][:60] == expected[:60]
 
 
 def test_generate_int8_weights_run(run, fixtures):
@@ -49,11 +54,17 @@ def test_generate_bad_compute_flags(run, fixtures, flag, value, msg):
 
 
 def test_generate_text_matches_llama2c(run, fixtures):
+    """llama2.c computes in fp32: --weights f32 reproduces its published text exactly; the
+    default bf16 weights share its first sentences (they part at a near tie, as above)."""
     published = (stories(fixtures) / "expected.txt").read_text()
-    r = run("generate", "--model", stories(fixtures), "--prompt", "", "--max-tokens", 114)
+    r = run("generate", "--model", stories(fixtures), "--prompt", "", "--max-tokens", 114,
+            "--weights", "f32")
     assert r.returncode == 0, r.stderr
     text = r.stdout[:-1]  # the command ends its output with a newline
     assert len(text) > 250 and published.startswith(text)
+    r = run("generate", "--model", stories(fixtures), "--prompt", "", "--max-tokens", 114)
+    assert r.returncode == 0, r.stderr
+    assert os.path.commonprefix([published, r.stdout]).count(".") >= 3
 
 
 def test_generate_default_is_greedy_per_generation_config(run, fixtures):

@@ -135,7 +135,17 @@ static int backend_available(kern_backend_t b) { return kern_get(b) != NULL; }
 typedef struct {
     double worst[KERN_BK_COUNT][KERN_W_COUNT]; /* max err / tol */
     long checked[KERN_BK_COUNT][KERN_W_COUNT];
+    double worst_p32[KERN_BK_COUNT]; /* bf16 weights in the P32 layout (rows_p32) */
+    long checked_p32[KERN_BK_COUNT];
 } stats_t;
+
+/* A P32 copy of m's bf16 weights (kern.h), 64-byte aligned; caller frees. */
+static uint16_t *pack_p32(const mats_t *m) {
+    uint16_t *p = aligned_alloc(64, kern_p32_bytes(m->rows, m->cols));
+    assert_non_null(p);
+    kern_pack_p32(m->bf16, m->rows, m->cols, p);
+    return p;
+}
 
 /* Compares every available backend with ref on one shape and all three dtypes. */
 static void check_shape(stats_t *st, const mats_t *m, int n) {
@@ -195,6 +205,39 @@ static void check_shape(stats_t *st, const mats_t *m, int n) {
                 }
             }
         }
+        /* the same bf16 weights in the P32 layout, through every table's rows_p32: the plain C
+         * one sums exactly like ref's row-major kernel (bit for bit), the avx512-bf16 outer
+         * product rounds activations to bf16 like its row-major dpbf16 kernel */
+        if (ty == KERN_W_BF16) {
+            uint16_t *pk = pack_p32(m);
+            kern_mat_t wp = w;
+            wp.data = pk;
+            wp.layout = KERN_LAYOUT_P32;
+            for (int b = KERN_BK_REF; b < KERN_BK_COUNT; b++) {
+                const kern_ops_t *ops = kern_get((kern_backend_t)b);
+                if (!ops) continue;
+                memset(y, 0xff, (size_t)n * (size_t)rows * 4);
+                kern_matmul(ops, &wp, x, n, y, work);
+                if (b == KERN_BK_REF) {
+                    assert_memory_equal(y, yref, (size_t)n * (size_t)rows * 4);
+                    continue;
+                }
+                const int dp = kern_act_rounding(ops, KERN_W_BF16, cols) == KERN_ACT_BF16;
+                for (size_t i = 0; i < (size_t)n * (size_t)rows; i++) {
+                    const double tol = (1e-5 + (dp ? 0x1.0p-8 : 0.0)) * S[i] + 1e-30;
+                    const double err = fabs((double)y[i] - yref[i]);
+                    if (!(err <= tol)) {
+                        fprintf(stderr, "%s p32 rows=%lld cols=%lld n=%d: y[%zu] = %.9g, ref "
+                                "%.9g, |err| %.3g > tol %.3g\n", ops->name, (long long)rows,
+                                (long long)cols, n, i, y[i], yref[i], err, tol);
+                        fail();
+                    }
+                    if (err / tol > st->worst_p32[b]) st->worst_p32[b] = err / tol;
+                    st->checked_p32[b]++;
+                }
+            }
+            free(pk);
+        }
         free(work);
     }
     free(x);
@@ -215,6 +258,8 @@ static void print_stats(const stats_t *st) {
         for (int ty = 0; ty < KERN_W_COUNT; ty++)
             fprintf(stderr, "  %-12s %-12s %8ld outputs, worst |err|/tol %.3f\n", ops->name,
                     ops->path[ty], st->checked[b][ty], st->worst[b][ty]);
+        fprintf(stderr, "  %-12s %-12s %8ld outputs, worst |err|/tol %.3f\n", ops->name,
+                "bf16 p32", st->checked_p32[b], st->worst_p32[b]);
     }
 }
 
@@ -267,6 +312,100 @@ static void test_backends_chunked(void **state) {
             mats_free(&m);
         }
     print_stats(&st);
+}
+
+/* The P32 layout is the one kern.h documents: element (r, k) at (r/32)·32·cp + (k/2)·64 +
+ * (r%32)·2 + k%2 (cp = cols rounded up to even), every other element zero, and
+ * kern_p32_rows_f32 reads any row range back exactly. */
+static void test_p32_layout(void **state) {
+    (void)state;
+    static const int64_t shapes[][2] = {{37, 5}, {32, 2}, {1, 1}, {70, 64}, {16, 577}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int64_t rows = shapes[si][0], cols = shapes[si][1], cp = (cols + 1) / 2 * 2;
+        const size_t bytes = kern_p32_bytes(rows, cols);
+        assert_int_equal(bytes, (size_t)((rows + 31) / 32) * 32 * (size_t)cp * 2);
+        uint16_t *src = xmalloc((size_t)(rows * cols) * 2), *dst = xmalloc(bytes);
+        for (int64_t i = 0; i < rows * cols; i++) /* distinct non-zero bf16 values */
+            src[i] = kern_f32_to_bf16((float)(i % 250 + 1) * (i % 2 ? 1.0f : -0.5f));
+        memset(dst, 0x5a, bytes); /* padding must be zeroed, not left */
+        kern_pack_p32(src, rows, cols, dst);
+        size_t placed = 0;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t k = 0; k < cols; k++) {
+                const size_t at = (size_t)((r / 32) * 32 * cp + (k / 2) * 64 + (r % 32) * 2 + k % 2);
+                assert_int_equal(dst[at], src[r * cols + k]);
+                placed++;
+            }
+        size_t nonzero = 0;
+        for (size_t i = 0; i < bytes / 2; i++) nonzero += dst[i] != 0;
+        assert_int_equal(nonzero, placed);
+        float *back = xmalloc((size_t)(rows * cols) * 4);
+        const int64_t r0 = rows / 3, r1 = rows - rows / 4;
+        kern_p32_rows_f32(dst, cols, r0, r1, back);
+        for (int64_t r = r0; r < r1; r++)
+            for (int64_t k = 0; k < cols; k++)
+                assert_true(back[(r - r0) * cols + k] == kern_bf16_to_f32(src[r * cols + k]));
+        free(back);
+        free(src);
+        free(dst);
+    }
+}
+
+/* Every table's rows_p32 on row ranges that start and end inside 32-row groups and 16-row
+ * halves (the pool splits on multiples of 16; tests go finer): the rows of the range equal
+ * the whole-matrix call bit for bit, nothing outside it is written; and each token alone
+ * gives its row of the n-token call bit for bit (one summation order per output whatever the
+ * token tile). */
+static void test_p32_ranges_and_tokens(void **state) {
+    (void)state;
+    static const int64_t ranges[][2] = {{0, 77}, {5, 40}, {16, 48}, {31, 33}, {47, 77},
+                                        {0, 16}, {70, 77}, {32, 64}, {17, 18}};
+    static const int ns[] = {1, 3, 9, 17};
+    mats_t m;
+    mats_make(&m, 77, 67);
+    uint16_t *pk = pack_p32(&m);
+    const kern_mat_t w = {.type = KERN_W_BF16, .rows = 77, .cols = 67, .data = pk,
+                          .layout = KERN_LAYOUT_P32};
+    for (int b = KERN_BK_REF; b < KERN_BK_COUNT; b++) {
+        const kern_ops_t *ops = kern_get((kern_backend_t)b);
+        if (!ops) continue;
+        for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+            const int n = ns[ni];
+            float *x = make_x(n, 67), *full = xmalloc((size_t)n * 77 * 4),
+                  *y = xmalloc((size_t)n * 77 * 4);
+            void *work = xmalloc(kern_work_size(KERN_W_BF16, n, 67));
+            kern_act_t a;
+            ops->prep(KERN_W_BF16, x, n, 67, work, &a);
+            ops->rows_p32(&w, &a, full, 0, 77);
+            for (size_t ri = 0; ri < sizeof ranges / sizeof ranges[0]; ri++) {
+                const int64_t r0 = ranges[ri][0], r1 = ranges[ri][1];
+                memset(y, 0xff, (size_t)n * 77 * 4);
+                ops->rows_p32(&w, &a, y, r0, r1);
+                for (int t = 0; t < n; t++)
+                    for (int64_t r = 0; r < 77; r++) {
+                        const float *got = y + t * 77 + r;
+                        if (r >= r0 && r < r1)
+                            assert_memory_equal(got, full + t * 77 + r, 4);
+                        else
+                            assert_int_equal(*(const uint32_t *)got, 0xffffffffu);
+                    }
+            }
+            for (int t = 0; t < n; t++) {
+                kern_act_t a1;
+                void *w1 = xmalloc(kern_work_size(KERN_W_BF16, 1, 67));
+                ops->prep(KERN_W_BF16, x + t * 67, 1, 67, w1, &a1);
+                ops->rows_p32(&w, &a1, y, 0, 77);
+                assert_memory_equal(y, full + t * 77, 77 * 4);
+                free(w1);
+            }
+            free(x);
+            free(full);
+            free(y);
+            free(work);
+        }
+    }
+    free(pk);
+    mats_free(&m);
 }
 
 /* Exact values where the answer is known: w = identity-like rows and small integers, so
@@ -1287,6 +1426,8 @@ int main(void) {
         cmocka_unit_test(test_vnni_prep_matches_scalar),
         cmocka_unit_test(test_select_and_override),
         cmocka_unit_test(test_backends_exact_integers),
+        cmocka_unit_test(test_p32_layout),
+        cmocka_unit_test(test_p32_ranges_and_tokens),
         cmocka_unit_test(test_backends_small),
         cmocka_unit_test(test_backends_large),
         cmocka_unit_test(test_backends_chunked),

@@ -39,10 +39,11 @@ static data_t *make_data(void) {
  * fp32) and as N single-token calls (kernel path): equal to fp32 rounding, since activations
  * are rounded per token whatever the slice. Both are within the kernel's stated accuracy of
  * the fp64 product of the stored weights. */
-static void check_paths(kern_wtype_t wt, int threads) {
+static void check_paths(kern_wtype_t wt, int threads, kern_layout_t layout) {
     data_t *d = make_data();
     core_weight_t w;
     assert_int_equal(core_weight_init(&w, wt, CORE_DT_F32, d->w, ROWS, COLS, NULL), 0);
+    assert_int_equal(core_weight_pack(&w, layout), 0);
     core_exec_t *ex;
     assert_int_equal(core_exec_create(threads, N, COLS, &ex), 0);
     float *yg = malloc(sizeof(float) * N * ROWS), *yk = malloc(sizeof(float) * N * ROWS);
@@ -82,25 +83,34 @@ static void check_paths(kern_wtype_t wt, int threads) {
     free(d);
 }
 
-static void test_paths_agree_f32(void **s) { (void)s; check_paths(KERN_W_F32, 2); }
-static void test_paths_agree_bf16(void **s) { (void)s; check_paths(KERN_W_BF16, 2); }
-static void test_paths_agree_int8(void **s) { (void)s; check_paths(KERN_W_I8, 3); }
-static void test_paths_agree_one_thread(void **s) { (void)s; check_paths(KERN_W_BF16, 1); }
+static void test_paths_agree_f32(void **s) { (void)s; check_paths(KERN_W_F32, 2, 0); }
+static void test_paths_agree_bf16(void **s) { (void)s; check_paths(KERN_W_BF16, 2, 0); }
+static void test_paths_agree_int8(void **s) { (void)s; check_paths(KERN_W_I8, 3, 0); }
+static void test_paths_agree_one_thread(void **s) { (void)s; check_paths(KERN_W_BF16, 1, 0); }
+/* bf16 in 32-row panels (ROWS = 301: the last group is partial; 3 threads split inside
+ * groups) */
+static void test_paths_agree_bf16_p32(void **s) {
+    (void)s;
+    check_paths(KERN_W_BF16, 3, KERN_LAYOUT_P32);
+    check_paths(KERN_W_BF16, 1, KERN_LAYOUT_P32);
+}
 
 /* Decode-sized steps give bit-identical results on any number of threads. */
 static void test_threads_bit_identical(void **state) {
     (void)state;
     data_t *d = make_data();
-    for (int wt = 0; wt < KERN_W_COUNT; wt++) {
+    for (int v = 0; v <= KERN_W_COUNT; v++) { /* every type, then bf16 in 32-row panels */
+        const int wt = v < KERN_W_COUNT ? v : KERN_W_BF16;
         core_weight_t w;
         assert_int_equal(core_weight_init(&w, (kern_wtype_t)wt, CORE_DT_F32, d->w, ROWS, COLS,
                                           NULL), 0);
+        if (v == KERN_W_COUNT) assert_int_equal(core_weight_pack(&w, KERN_LAYOUT_P32), 0);
         float y[2][8 * ROWS];
-        for (int v = 0; v < 2; v++) {
+        for (int th = 0; th < 2; th++) {
             core_exec_t *ex;
-            assert_int_equal(core_exec_create(v ? 4 : 1, 8, COLS, &ex), 0);
-            assert_int_equal(core_exec_threads(ex), v ? 4 : 1);
-            core_linear(ex, &w, d->x, 8, y[v]);
+            assert_int_equal(core_exec_create(th ? 4 : 1, 8, COLS, &ex), 0);
+            assert_int_equal(core_exec_threads(ex), th ? 4 : 1);
+            core_linear(ex, &w, d->x, 8, y[th]);
             core_exec_free(ex);
         }
         assert_memory_equal(y[0], y[1], sizeof y[0]);
@@ -116,13 +126,16 @@ static void test_multi_equals_single(void **state) {
     (void)state;
     data_t *d = make_data();
     enum { R0 = 64, R1 = 32, R2 = 96 }; /* sub-matrices of the test weights */
-    for (int wt = 0; wt < KERN_W_COUNT; wt++) {
+    for (int v = 0; v <= KERN_W_COUNT; v++) { /* every type, then bf16 in 32-row panels */
+        const int wt = v < KERN_W_COUNT ? v : KERN_W_BF16;
         core_weight_t w[3];
         const int rows[3] = {R0, R1, R2};
-        for (int m = 0, off = 0; m < 3; off += rows[m], m++)
+        for (int m = 0, off = 0; m < 3; off += rows[m], m++) {
             assert_int_equal(core_weight_init(&w[m], (kern_wtype_t)wt, CORE_DT_F32,
                                               d->w + (size_t)off * COLS, rows[m], COLS, NULL),
                              0);
+            if (v == KERN_W_COUNT) assert_int_equal(core_weight_pack(&w[m], KERN_LAYOUT_P32), 0);
+        }
         core_exec_t *ex;
         assert_int_equal(core_exec_create(3, N, COLS, &ex), 0);
         core_exec_set_min_parallel(ex, 0);
@@ -193,6 +206,27 @@ static void test_weight_storage(void **state) {
     src[4] = INFINITY;
     assert_int_equal(core_weight_init(&w, KERN_W_I8, CORE_DT_F32, src, 2, 3, &bad), LLM_EFORMAT);
 
+    /* re-laid out in 32-row panels: every row reads back the same, the bytes count the
+     * padding (2 rows → one group of 32, 3 columns → 4), other types are left alone */
+    src[4] = 7.0f;
+    assert_int_equal(core_weight_init(&w, KERN_W_BF16, CORE_DT_F32, src, 2, 3, NULL), 0);
+    float before[2][3], after[3];
+    for (int r = 0; r < 2; r++) core_weight_row(&w, r, before[r]);
+    assert_int_equal(core_weight_pack(&w, KERN_LAYOUT_P32), 0);
+    assert_int_equal(w.layout, KERN_LAYOUT_P32);
+    assert_int_equal((uintptr_t)w.data % 64, 0);
+    assert_int_equal(core_weight_bytes(&w), 32 * 4 * 2);
+    assert_int_equal(core_weight_mat(&w).layout, KERN_LAYOUT_P32);
+    for (int r = 0; r < 2; r++) {
+        core_weight_row(&w, r, after);
+        assert_memory_equal(after, before[r], sizeof after);
+    }
+    core_weight_deinit(&w);
+    assert_int_equal(core_weight_init(&w, KERN_W_I8, CORE_DT_F32, src, 2, 3, NULL), 0);
+    assert_int_equal(core_weight_pack(&w, KERN_LAYOUT_P32), 0);
+    assert_int_equal(w.layout, KERN_LAYOUT_ROWS);
+    core_weight_deinit(&w);
+
     kern_wtype_t t;
     assert_int_equal(core_wtype_parse("int8", &t), 0);
     assert_int_equal(t, KERN_W_I8);
@@ -206,6 +240,7 @@ int main(void) {
         cmocka_unit_test(test_paths_agree_bf16),
         cmocka_unit_test(test_paths_agree_int8),
         cmocka_unit_test(test_paths_agree_one_thread),
+        cmocka_unit_test(test_paths_agree_bf16_p32),
         cmocka_unit_test(test_threads_bit_identical),
         cmocka_unit_test(test_multi_equals_single),
         cmocka_unit_test(test_weight_storage),
