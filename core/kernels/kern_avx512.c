@@ -500,24 +500,33 @@ static T512VNNI void rows_i8v(const kern_mat_t *w, const kern_act_t *a, float *y
  *
  * A step of the k loop is one pair of columns: R (1 or 2) 16-row vectors of the weights (one
  * 64-byte line of a 32-row group) times, for each of T tokens, that token's bf16 pair broadcast
- * to all lanes (vdpbf16ps with an embedded 32-bit broadcast). Accumulator (i, t) holds 16 rows
+ * to all lanes (a 32-bit broadcast load). Accumulator (i, t) holds 16 rows
  * of one token: no horizontal sums, stored straight to y. Loads per step are R weight vectors
  * and T broadcasts for R·T products, and 2 × 8 = 16 independent chains hide the latency.
- * A group of 32 rows is one contiguous stream, which the hardware prefetcher follows (software
- * prefetches of the next group during the first token tile, into L1 or L2, measured slower at
- * every shape and n in bench_kernels); each token tile after the first reads the group from L1
- * (576 columns: 36 KiB) or L2 (2048: 128 KiB).
- * Against rows_bf16d (bench_kernels --quick, one thread, cold weights, same run), n = 32:
+ * A group of 32 rows is one contiguous stream. Token tiles after the first read it from L1
+ * (576 columns: 36 KiB) or L2 (2048: 128 KiB), so with n > 8 the first pass over a group waits
+ * on DRAM at several times the step's average bandwidth while the later ones need none. The
+ * later passes therefore prefetch the next group into L2 (P32_PF): the second and third pass
+ * one line per step each (two when there is only a second), so the first pass of the next
+ * group finds it there. Server A/B, 32 streams, alternating 15–20-s loadgen windows (3 each):
+ * TinyLlama 173–186 → 213–217 tok/s, SmolLM 1,058–1,117 → 1,111–1,196. Prefetching during the
+ * first pass instead (competing with its own demand stream) was slower at every shape.
+ * Against rows_bf16d before that prefetch (bench_kernels --quick, one thread, cold weights,
+ * same run), n = 32:
  * 576×576 111 → 80 µs, 1536×576 327 → 267, 5632×2048 2945 → 2213, 2048×5632 3009 → 2200;
  * n = 8 up to 1.7× (2048×5632 1483 → 856); n = 1 about even (bandwidth-bound either way).
  * Every output lane sums its products in k order whatever R, T and the row range, so a token's
  * result is the same bit for bit in any step and on any thread. */
+#ifndef P32_PF
+#define P32_PF 1
+#endif
 INL T512BF16 void tile_p32(const uint16_t *wp, const int32_t *px, size_t ldp, int64_t kp,
-                           float *y, size_t ldy, __mmask16 m0, __mmask16 m1, const int R,
-                           const int T) {
+                           float *y, size_t ldy, __mmask16 m0, __mmask16 m1, uintptr_t pf,
+                           const int R, const int T, const int PF) {
     __m512 acc[2 * 8];
     UNROLL for (int m = 0; m < R * T; m++) acc[m] = _mm512_setzero_ps();
-    for (int64_t kk = 0; kk < kp; kk++, wp += 64, px++) {
+    for (int64_t kk = 0; kk < kp; kk++, wp += 64, px++, pf += 64 * PF) {
+        UNROLL for (int l = 0; l < PF; l++) _mm_prefetch((const char *)pf + 64 * l, _MM_HINT_T1);
         __m512i wv[2];
         UNROLL for (int i = 0; i < R; i++) {
             wv[i] = _mm512_load_si512(wp + 32 * i);
@@ -534,12 +543,19 @@ INL T512BF16 void tile_p32(const uint16_t *wp, const int32_t *px, size_t ldp, in
 }
 
 #define P32_CASE(R, T)                                                                      \
-    case T: tile_p32(wp, px, ldp, kp, yt, ldy, m0, m1, R, T); break;
+    case T:                                                                                 \
+        if (pfl == 2) tile_p32(wp, px, ldp, kp, yt, ldy, m0, m1, pfa, R, T, 2);             \
+        else if (pfl == 1) tile_p32(wp, px, ldp, kp, yt, ldy, m0, m1, pfa, R, T, 1);        \
+        else tile_p32(wp, px, ldp, kp, yt, ldy, m0, m1, 0, R, T, 0);                        \
+        break;
 #define P32_TILES(R)                                                                        \
     for (int j = 0, t0 = 0; j < ntile; j++) {                                               \
         const int tt = base + (j < extra);                                                  \
         const int32_t *px = (const int32_t *)a->xb + (size_t)t0 * ldp;                      \
         float *yt = y + (size_t)t0 * ldy + (size_t)hs;                                      \
+        /* passes after the first fetch the next group (see above) */                       \
+        const int pfl = !P32_PF || j == 0 || j > 2 ? 0 : ntile == 2 ? 2 : 1;                \
+        const uintptr_t pfa = next + (j == 2 ? 64 * (size_t)kp : 0);                        \
         switch (tt) {                                                                       \
             P32_CASE(R, 1) P32_CASE(R, 2) P32_CASE(R, 3) P32_CASE(R, 4)                     \
             P32_CASE(R, 5) P32_CASE(R, 6) P32_CASE(R, 7) P32_CASE(R, 8)                     \
@@ -558,6 +574,7 @@ static T512BF16 void rows_p32(const kern_mat_t *w, const kern_act_t *a, float *y
     for (int64_t r = r0; r < r1;) {
         const int64_t g0 = r & ~(int64_t)31;
         const uint16_t *wp = (const uint16_t *)w->data + (size_t)(g0 / 32) * gs;
+        const uintptr_t next = (uintptr_t)(wp + gs); /* may lie past the matrix: never read */
         if (r == g0 && r + 32 <= r1) {
             const int64_t hs = g0;
             const __mmask16 m0 = 0xffff, m1 = 0xffff;

@@ -340,8 +340,11 @@ def test_step_adapter_cap_prefers_running_adapters(server, models, adapter_dir):
     m0 = srv.metrics()
     t = {}
     go1, go2 = threading.Event(), threading.Event()
-    long_run = threading.Thread(target=_first_token_time, args=(srv, "ad0", 400, t, "r1", go1))
-    short_run = threading.Thread(target=_first_token_time, args=(srv, "ad0", 150, t, "r2", go2))
+    # r2 must still be running when both waiting requests have arrived (~10 ms apart): a
+    # stories260K step of two sequences takes ~0.15 ms here, so 150 tokens (~25 ms) was too
+    # close a margin once the kernels got faster; 420 and 480 stay inside the 512 context
+    long_run = threading.Thread(target=_first_token_time, args=(srv, "ad0", 480, t, "r1", go1))
+    short_run = threading.Thread(target=_first_token_time, args=(srv, "ad0", 420, t, "r2", go2))
     long_run.start()
     short_run.start()
     assert go1.wait(30) and go2.wait(30)
