@@ -318,15 +318,25 @@ int32_t smp_sample(smp_sampler_t *s, float *logits) {
 }
 
 /* Returns -1 when n <= 0. NaN entries are skipped; all -inf/NaN gives 0. */
+/* Two passes instead of one loop that tracks the index: the max is a plain reduction the
+ * compiler turns into vmaxps (whose "v > m ? v : m" skips NaN exactly like the scalar
+ * comparison), then the first element equal to it, 256 at a time. A 49,152-entry vocabulary
+ * took 35–40 µs per token in the branchy single loop (~1 ms of serial engine time per
+ * 32-token step). */
 int32_t smp_argmax(const float *logits, int n) {
     if (n <= 0) return -1;
-    int32_t best = 0;
-    float bv = -INFINITY;
-    for (int i = 0; i < n; i++) {
-        if (logits[i] > bv) {
-            bv = logits[i];
-            best = i;
-        }
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int i = 0; i < n; i++) mx = logits[i] > mx ? logits[i] : mx;
+    if (!(mx > -INFINITY)) return 0; /* all -inf or NaN: nothing beats the first */
+    for (int i0 = 0; i0 < n; i0 += 256) { /* blocks tested as vectors, then the hit scanned */
+        const int e = n - i0 < 256 ? n : i0 + 256;
+        int hit = 0;
+#pragma omp simd reduction(| : hit)
+        for (int i = i0; i < e; i++) hit |= logits[i] == mx;
+        if (hit)
+            for (int i = i0; i < e; i++)
+                if (logits[i] == mx) return i;
     }
-    return best;
+    return 0; /* not reached */
 }

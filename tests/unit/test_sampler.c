@@ -90,6 +90,33 @@ static void test_argmax_and_ties(void **state) {
     const float d[] = {7};
     assert_int_equal(smp_argmax(d, 1), 0);
     assert_int_equal(smp_argmax(d, 0), -1);
+    const float e[] = {NAN, -INFINITY, -INFINITY}; /* nothing beats the first */
+    assert_int_equal(smp_argmax(e, 3), 0);
+    const float f[] = {1, INFINITY, NAN, INFINITY};
+    assert_int_equal(smp_argmax(f, 4), 1);
+    /* vocabulary-sized rows against the one-loop definition (first strictly greater wins,
+     * NaN never does), with NaNs, ±inf, ties and the max in the vector tail */
+    enum { V = 49157 };
+    static float big[V];
+    uint64_t x = 12345;
+    for (int trial = 0; trial < 64; trial++) {
+        for (int i = 0; i < V; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            big[i] = (float)(x % 2001) - 1000.0f; /* many exact ties */
+            if (x % 997 == 0) big[i] = NAN;
+            if (x % 1999 == 0) big[i] = -INFINITY;
+        }
+        if (trial % 4 == 1) big[V - 1] = 5000.0f;
+        if (trial % 4 == 2) big[(int)(x % V)] = INFINITY;
+        const int ns[2] = {V, trial + 1}; /* the whole row, and short prefixes */
+        for (int k = 0; k < 2; k++) {
+            int32_t want = 0;
+            float bv = -INFINITY;
+            for (int i = 0; i < ns[k]; i++)
+                if (big[i] > bv) bv = big[i], want = i;
+            assert_int_equal(smp_argmax(big, ns[k]), want);
+        }
+    }
 
     smp_params_t p = seeded(1);
     p.temperature = 0;
