@@ -141,9 +141,13 @@ size_t kern_p32_bytes(int64_t rows, int64_t cols) {
 void kern_pack_p32(const uint16_t *src, int64_t rows, int64_t cols, uint16_t *dst) {
     const int64_t cp = (cols + 1) & ~(int64_t)1;
     memset(dst, 0, kern_p32_bytes(rows, cols));
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t k = 0; k < cols; k++)
-            dst[p32_index(r, k, cp)] = src[(size_t)r * (size_t)cols + (size_t)k];
+    for (int64_t r = 0; r < rows; r++) { /* a row's pairs, 64 elements apart (at load time) */
+        const uint16_t *s = src + (size_t)r * (size_t)cols;
+        uint16_t *d = dst + p32_index(r, 0, cp);
+        int64_t k = 0;
+        for (; k + 1 < cols; k += 2, d += 64) memcpy(d, s + k, 4);
+        if (k < cols) d[0] = s[k];
+    }
 }
 
 void kern_p32_rows_f32(const uint16_t *p, int64_t cols, int64_t r0, int64_t r1, float *out) {
