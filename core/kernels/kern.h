@@ -16,7 +16,9 @@
  *   avx2         AVX2+FMA: bf16 widened to fp32 by a shift, int8 widened to fp32 (kern_avx2.c)
  *   avx512       AVX-512F/BW/VL: same widening paths, 16 lanes (kern_avx512.c)
  *   avx512-vnni  + int8 through vpdpbusd with activations quantised to int8 per token
- *   avx512-bf16  + bf16 through vdpbf16ps with activations rounded to bf16, + int8 vnni
+ *   avx512-bf16  + bf16 through vdpbf16ps with activations rounded to bf16, + int8 vnni; its
+ *                bf16 weights are fastest in the P32 layout (below: outer products, no
+ *                horizontal sums), which the model loader gives them on this backend
  * Each ISA file is compiled with function-level target attributes, not -m flags: a generic
  * build (no -march) runs on any x86-64 and only calls a backend after the CPU reported its
  * features (__builtin_cpu_supports); -march=native is not needed for any kernel.
