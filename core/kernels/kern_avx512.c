@@ -570,6 +570,7 @@ static T512BF16 void rows_p32(const kern_mat_t *w, const kern_act_t *a, float *y
                               int64_t r1) {
     const int64_t kp = (w->cols + 1) / 2;
     const size_t ldp = (size_t)a->ld / 2, ldy = (size_t)w->rows, gs = 64 * (size_t)kp;
+    if (a->n < 1) return;
     const int n = a->n, ntile = (n + 7) / 8, base = n / ntile, extra = n % ntile;
     for (int64_t r = r0; r < r1;) {
         const int64_t g0 = r & ~(int64_t)31;
