@@ -57,7 +57,8 @@ int core_model_load(const char *dir, core_model_t **out, llm_error_t *err);
 
 /* Same, storing every matrix as wtype (tensor.h: bf16 rounds to nearest even, int8 quantises
  * per row), bf16 in the layout the selected kernels read fastest (kern_select()->bf16_layout:
- * 32-row panels on avx512-bf16); norms, biases and RoPE tables stay fp32. core_model_load is the KERN_W_F32 case. */
+ * 32-row panels on avx512-bf16); norms, biases and RoPE tables stay fp32. core_model_load is
+ * the KERN_W_F32 case. */
 int core_model_load_as(const char *dir, kern_wtype_t wtype, core_model_t **out,
                        llm_error_t *err);
 

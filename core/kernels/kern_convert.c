@@ -126,13 +126,7 @@ void kern__prep_fp32act(kern_wtype_t wt, const float *x, int n, int64_t cols, vo
     kern__prep_f32_aligned(x, n, cols, work, a);
 }
 
-
 /* ---- the P32 layout of bf16 weights (kern.h) ---- */
-
-static inline size_t p32_index(int64_t r, int64_t k, int64_t cp) {
-    return (size_t)(r / 32) * 32 * (size_t)cp + (size_t)(k / 2) * 64 + (size_t)(r % 32) * 2 +
-           (size_t)(k % 2);
-}
 
 size_t kern_p32_bytes(int64_t rows, int64_t cols) {
     return (size_t)((rows + 31) / 32) * 32 * (size_t)((cols + 1) & ~(int64_t)1) * 2;
@@ -143,7 +137,7 @@ void kern_pack_p32(const uint16_t *src, int64_t rows, int64_t cols, uint16_t *ds
     memset(dst, 0, kern_p32_bytes(rows, cols));
     for (int64_t r = 0; r < rows; r++) { /* a row's pairs, 64 elements apart (at load time) */
         const uint16_t *s = src + (size_t)r * (size_t)cols;
-        uint16_t *d = dst + p32_index(r, 0, cp);
+        uint16_t *d = dst + kern__p32_index(r, 0, cp);
         int64_t k = 0;
         for (; k + 1 < cols; k += 2, d += 64) memcpy(d, s + k, 4);
         if (k < cols) d[0] = s[k];
@@ -154,7 +148,7 @@ void kern_p32_rows_f32(const uint16_t *p, int64_t cols, int64_t r0, int64_t r1, 
     const int64_t cp = (cols + 1) & ~(int64_t)1;
     for (int64_t r = r0; r < r1; r++, out += cols) {
         /* a row's pairs are 64 elements apart: one strided walk */
-        const uint16_t *q = p + p32_index(r, 0, cp);
+        const uint16_t *q = p + kern__p32_index(r, 0, cp);
         for (int64_t k = 0; k + 1 < cols; k += 2, q += 64) {
             out[k] = kern__bf16f(q[0]);
             out[k + 1] = kern__bf16f(q[1]);

@@ -46,13 +46,12 @@ void kern__rows_p32(const kern_mat_t *w, const kern_act_t *a, float *y, int64_t 
                     int64_t r1) {
     const int64_t cols = w->cols, rows = w->rows, cp = (cols + 1) & ~(int64_t)1;
     for (int64_t r = r0; r < r1; r++) {
-        const uint16_t *wr = (const uint16_t *)w->data + (size_t)(r / 32) * 32 * (size_t)cp +
-                             (size_t)(r % 32) * 2;
+        const uint16_t *wr = (const uint16_t *)w->data + kern__p32_index(r, 0, cp);
         for (int t = 0; t < a->n; t++) {
             const float *xt = a->x + (size_t)t * (size_t)a->ldx;
             float s = 0.0f;
             for (int64_t k = 0; k < cols; k++)
-                s += kern__bf16f(wr[(size_t)(k / 2) * 64 + (size_t)(k % 2)]) * xt[k];
+                s += kern__bf16f(wr[kern__p32_index(0, k, cp)]) * xt[k];
             y[(size_t)t * (size_t)rows + (size_t)r] = s;
         }
     }
