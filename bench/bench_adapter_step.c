@@ -4,8 +4,13 @@
  * vocab 49152) and 32 distinct rank-16 LoRA adapters on all 7 projections. 32 sequences with a
  * 32-token prompt each; then decode steps of 32 tokens, alternating base-only steps and steps
  * where every sequence has its own adapter, so both are measured in the same conditions.
- * Prints medians and the ratio, for fp32 weights and factors (the reference) and for bf16
- * weights and factors (the server's default), in one run. Not a test: run by `make bench`.
+ * A third kind of step splits the adapter path's cost into arithmetic and factor reads: 32
+ * more adapters whose modules all point at adapter 0's factors ("hot": the same items, tiles
+ * and parallel regions, but 32 × one adapter's factors stay in cache instead of 32 adapters'
+ * streaming from DRAM). cold − hot is what reading the factors costs; their bytes over it is
+ * the bandwidth the step got. Prints medians and ratios, for fp32 weights and factors (the
+ * reference) and for bf16 weights and factors (the server's default), in one run. Not a
+ * test: run by `make bench`.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,6 +95,30 @@ static int run(const char *dir, kern_wtype_t wt, kern_wtype_t at) {
         }
         sets[i] = (adp_set_t){.n = 1, .a = {ad[i]}, .w = {1.0f}};
     }
+    /* the hot set: copies of the same adapters, every module's factors borrowed from adapter
+     * 0 (same shapes: one generator); own[] keeps the copies' factors to put back before
+     * they are freed */
+    adp_adapter_t *hot[NSEQ];
+    adp_set_t hot_sets[NSEQ];
+    const int n_mods = ad[0]->n_layers * CORE_PROJ_COUNT;
+    const void **own = malloc((size_t)NSEQ * (size_t)n_mods * 2 * sizeof *own);
+    if (!own) return 1;
+    for (int i = 0; i < NSEQ; i++) {
+        snprintf(path, sizeof path, "%s/adapter-%02d", dir, i);
+        const adp_load_opts_t lo = {.dtype = at};
+        if (adp_load_dir(m, path, path, &lo, &hot[i], &err)) {
+            fprintf(stderr, "%s\n", err.msg);
+            return 1;
+        }
+        for (int k = 0; k < n_mods; k++) {
+            adp_module_t *md = &hot[i]->mods[k];
+            own[((size_t)i * n_mods + k) * 2] = md->fa.data;
+            own[((size_t)i * n_mods + k) * 2 + 1] = md->fbt.data;
+            md->fa.data = ad[0]->mods[k].fa.data;
+            md->fbt.data = ad[0]->mods[k].fbt.data;
+        }
+        hot_sets[i] = (adp_set_t){.n = 1, .a = {hot[i]}, .w = {1.0f}};
+    }
     core_kv_pool_t *pool;
     core_fwd_t *fwd;
     adp_hook_t *hook;
@@ -116,25 +145,26 @@ static int run(const char *dir, kern_wtype_t wt, kern_wtype_t at) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
-    double base[STEPS], adp[STEPS];
+    double st[3][STEPS]; /* base, cold (32 adapters' factors), hot (one adapter's) */
     for (int s = -2; s < STEPS; s++) { /* two warm-up rounds */
-        for (int mode = 0; mode < 2; mode++) {
+        for (int mode = 0; mode < 3; mode++) {
             for (int i = 0; i < NSEQ; i++)
                 segs[i] = (core_step_seg_t){.seq = &seqs[i], .tokens = &toks[i], .n_tok = 1,
                                             .logits = CORE_LOGITS_LAST,
-                                            .adapter = mode ? &sets[i] : NULL};
+                                            .adapter = mode == 1   ? &sets[i]
+                                                       : mode == 2 ? &hot_sets[i]
+                                                                   : NULL};
             double t0 = now_ms();
             if (core_fwd_step(fwd, segs, NSEQ, logits, &err)) {
                 fprintf(stderr, "%s\n", err.msg);
                 return 1;
             }
             double dt = now_ms() - t0;
-            if (s >= 0) (mode ? adp : base)[s] = dt;
+            if (s >= 0) st[mode][s] = dt;
         }
     }
-    qsort(base, STEPS, sizeof(double), cmp_d);
-    qsort(adp, STEPS, sizeof(double), cmp_d);
-    double mb = base[STEPS / 2], ma = adp[STEPS / 2];
+    for (int mode = 0; mode < 3; mode++) qsort(st[mode], STEPS, sizeof(double), cmp_d);
+    const double mb = st[0][STEPS / 2], ma = st[1][STEPS / 2], mh = st[2][STEPS / 2];
     size_t bytes = 0;
     for (int i = 0; i < NSEQ; i++) bytes += ad[i]->bytes;
     printf("decode step, %d sequences, SmolLM-135M shape (%s weights, %s adapters), %d steps "
@@ -143,12 +173,24 @@ static int run(const char *dir, kern_wtype_t wt, kern_wtype_t at) {
            NSEQ / mb * 1e3);
     printf("  32 distinct r=16 LoRA, 7 projections: median %.2f ms  (%.0f tok/s)\n", ma,
            NSEQ / ma * 1e3);
+    printf("  32 x one adapter's factors (hot):   median %.2f ms  (%.0f tok/s)\n", mh,
+           NSEQ / mh * 1e3);
     printf("  adapter path cost: +%.1f %% (adapters resident: %.1f MB)\n", (ma / mb - 1) * 100,
            bytes / 1e6);
+    printf("  of it: arithmetic and regions (hot - base) %+.2f ms, factor reads (cold - hot) "
+           "%+.2f ms = %.1f GB/s\n", mh - mb, ma - mh, ma > mh ? bytes / (ma - mh) * 1e-6 : 0);
+    printf("  85 %% of base would allow +%.2f ms: %.1f GB/s of factor reads with no other cost\n",
+           mb / 0.85 - mb, bytes / (mb / 0.85 - mb) * 1e-6);
     for (int i = 0; i < NSEQ; i++) {
         core_seq_deinit(&seqs[i]);
         adp_adapter_unref(ad[i]);
+        for (int k = 0; k < n_mods; k++) {
+            hot[i]->mods[k].fa.data = own[((size_t)i * n_mods + k) * 2];
+            hot[i]->mods[k].fbt.data = own[((size_t)i * n_mods + k) * 2 + 1];
+        }
+        adp_adapter_unref(hot[i]);
     }
+    free(own);
     free(logits);
     adp_hook_free(hook);
     core_fwd_free(fwd);
