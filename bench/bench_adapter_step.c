@@ -4,10 +4,10 @@
  * vocab 49152) and 32 distinct rank-16 LoRA adapters on all 7 projections. 32 sequences with a
  * 32-token prompt each; then decode steps of 32 tokens, alternating base-only steps and steps
  * where every sequence has its own adapter, so both are measured in the same conditions.
- * A third kind of step splits the adapter path's cost into arithmetic and factor reads: 32
- * more adapters whose modules all point at adapter 0's factors ("hot": the same items, tiles
- * and parallel regions, but 32 × one adapter's factors stay in cache instead of 32 adapters'
- * streaming from DRAM). cold − hot is what reading the factors costs; their bytes over it is
+ * A third kind of step splits the adapter path's cost into arithmetic and factor reads: every
+ * sequence in a set of its own that names adapter 0 ("hot": the same items, tiles and
+ * parallel regions, but one adapter's factors stay in cache instead of 32 adapters' streaming
+ * from DRAM). cold − hot is what reading the factors costs; their bytes over it is
  * the bandwidth the step got. Prints medians and ratios, for fp32 weights and factors (the
  * reference) and for bf16 weights and factors (the server's default), in one run. Not a
  * test: run by `make bench`.
@@ -95,30 +95,10 @@ static int run(const char *dir, kern_wtype_t wt, kern_wtype_t at) {
         }
         sets[i] = (adp_set_t){.n = 1, .a = {ad[i]}, .w = {1.0f}};
     }
-    /* the hot set: copies of the same adapters, every module's factors borrowed from adapter
-     * 0 (same shapes: one generator); own[] keeps the copies' factors to put back before
-     * they are freed */
-    adp_adapter_t *hot[NSEQ];
+    /* the hot set: 32 distinct sets (the hook groups segments by set) that all name adapter
+     * 0, so the step has the same 32 items as the cold one but reads one adapter's factors */
     adp_set_t hot_sets[NSEQ];
-    const int n_mods = ad[0]->n_layers * CORE_PROJ_COUNT;
-    const void **own = malloc((size_t)NSEQ * (size_t)n_mods * 2 * sizeof *own);
-    if (!own) return 1;
-    for (int i = 0; i < NSEQ; i++) {
-        snprintf(path, sizeof path, "%s/adapter-%02d", dir, i);
-        const adp_load_opts_t lo = {.dtype = at};
-        if (adp_load_dir(m, path, path, &lo, &hot[i], &err)) {
-            fprintf(stderr, "%s\n", err.msg);
-            return 1;
-        }
-        for (int k = 0; k < n_mods; k++) {
-            adp_module_t *md = &hot[i]->mods[k];
-            own[((size_t)i * n_mods + k) * 2] = md->fa.data;
-            own[((size_t)i * n_mods + k) * 2 + 1] = md->fbt.data;
-            md->fa.data = ad[0]->mods[k].fa.data;
-            md->fbt.data = ad[0]->mods[k].fbt.data;
-        }
-        hot_sets[i] = (adp_set_t){.n = 1, .a = {hot[i]}, .w = {1.0f}};
-    }
+    for (int i = 0; i < NSEQ; i++) hot_sets[i] = (adp_set_t){.n = 1, .a = {ad[0]}, .w = {1.0f}};
     core_kv_pool_t *pool;
     core_fwd_t *fwd;
     adp_hook_t *hook;
@@ -184,13 +164,7 @@ static int run(const char *dir, kern_wtype_t wt, kern_wtype_t at) {
     for (int i = 0; i < NSEQ; i++) {
         core_seq_deinit(&seqs[i]);
         adp_adapter_unref(ad[i]);
-        for (int k = 0; k < n_mods; k++) {
-            hot[i]->mods[k].fa.data = own[((size_t)i * n_mods + k) * 2];
-            hot[i]->mods[k].fbt.data = own[((size_t)i * n_mods + k) * 2 + 1];
-        }
-        adp_adapter_unref(hot[i]);
     }
-    free(own);
     free(logits);
     adp_hook_free(hook);
     core_fwd_free(fwd);
