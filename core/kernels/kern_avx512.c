@@ -568,7 +568,7 @@ INL T512BF16 void tile_p32(const uint16_t *wp, const int32_t *px, size_t ldp, in
  * in ceil(n / 8) balanced tiles (n = 12 → 6 + 6). */
 static T512BF16 void rows_p32(const kern_mat_t *w, const kern_act_t *a, float *y, int64_t r0,
                               int64_t r1) {
-    const int64_t kp = (w->cols + 1) / 2;
+    const int64_t kp = kern__p32_cp(w->cols) / 2; /* column pairs */
     const size_t ldp = (size_t)a->ld / 2, ldy = (size_t)w->rows, gs = 64 * (size_t)kp;
     if (a->n < 1) return;
     const int n = a->n, ntile = (n + 7) / 8, base = n / ntile, extra = n % ntile;

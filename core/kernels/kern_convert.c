@@ -129,11 +129,11 @@ void kern__prep_fp32act(kern_wtype_t wt, const float *x, int n, int64_t cols, vo
 /* ---- the P32 layout of bf16 weights (kern.h) ---- */
 
 size_t kern_p32_bytes(int64_t rows, int64_t cols) {
-    return (size_t)((rows + 31) / 32) * 32 * (size_t)((cols + 1) & ~(int64_t)1) * 2;
+    return (size_t)((rows + 31) / 32) * 32 * (size_t)kern__p32_cp(cols) * 2;
 }
 
 void kern_pack_p32(const uint16_t *src, int64_t rows, int64_t cols, uint16_t *dst) {
-    const int64_t cp = (cols + 1) & ~(int64_t)1;
+    const int64_t cp = kern__p32_cp(cols);
     memset(dst, 0, kern_p32_bytes(rows, cols));
     for (int64_t r = 0; r < rows; r++) { /* a row's pairs, 64 elements apart (at load time) */
         const uint16_t *s = src + (size_t)r * (size_t)cols;
@@ -145,7 +145,7 @@ void kern_pack_p32(const uint16_t *src, int64_t rows, int64_t cols, uint16_t *ds
 }
 
 void kern_p32_rows_f32(const uint16_t *p, int64_t cols, int64_t r0, int64_t r1, float *out) {
-    const int64_t cp = (cols + 1) & ~(int64_t)1;
+    const int64_t cp = kern__p32_cp(cols);
     for (int64_t r = r0; r < r1; r++, out += cols) {
         /* a row's pairs are 64 elements apart: one strided walk */
         const uint16_t *q = p + kern__p32_index(r, 0, cp);

@@ -47,8 +47,11 @@ void kern__prep_fp32act(kern_wtype_t wt, const float *x, int n, int64_t cols, vo
  * VNNI prep so every backend quantises identically). */
 void kern__prep_quant_i8(const float *x, int n, int64_t cols, void *work, kern_act_t *a);
 
-/* Element (r, k) of a P32 matrix whose columns rounded up to even are cp (kern.h's formula;
- * the packer, the row reader and the plain C kernel all index through this). */
+/* Columns of a P32 matrix with the odd last one padded: cols rounded up to even. */
+static inline int64_t kern__p32_cp(int64_t cols) { return (cols + 1) & ~(int64_t)1; }
+
+/* Element (r, k) of a P32 matrix whose padded columns are cp = kern__p32_cp(cols) (kern.h's
+ * formula; the packer, the row reader and the plain C kernel all index through this). */
 static inline size_t kern__p32_index(int64_t r, int64_t k, int64_t cp) {
     return (size_t)(r / 32) * 32 * (size_t)cp + (size_t)(k / 2) * 64 + (size_t)(r % 32) * 2 +
            (size_t)(k % 2);

@@ -44,7 +44,7 @@ static void rows_bf16(const kern_mat_t *w, const kern_act_t *a, float *y, int64_
  * fallback of every table whose CPU lacks the outer-product kernel, and its oracle's twin. */
 void kern__rows_p32(const kern_mat_t *w, const kern_act_t *a, float *y, int64_t r0,
                     int64_t r1) {
-    const int64_t cols = w->cols, rows = w->rows, cp = (cols + 1) & ~(int64_t)1;
+    const int64_t cols = w->cols, rows = w->rows, cp = kern__p32_cp(cols);
     for (int64_t r = r0; r < r1; r++) {
         const uint16_t *wr = (const uint16_t *)w->data + kern__p32_index(r, 0, cp);
         for (int t = 0; t < a->n; t++) {
