@@ -101,8 +101,8 @@ static void reads_range(void *arg, int64_t i0, int64_t i1, int tid) {
  * nothing else: the floor of that step's adapter cost for this access pattern, on this
  * machine, now. (Each adapter's whole slab read front to back was ~30 % faster, 6.0–6.3 ms
  * against 8.5–9.2, but a layer-by-layer forward cannot read in that order; each module read
- * as one stream instead of 8 was ~15 % faster, but a shrink that reads one A row at a time
- * was not faster in the real step: 2026-11-23, alternating runs.) */
+ * as one stream instead of 8 was ~15 % faster, but shrinks reading one or four A rows at a
+ * time were not faster in the real step: 2026-11-23, alternating runs.) */
 static void reads_pass(core_fwd_t *fwd, adp_adapter_t *const *ad, int n_layers) {
     static reads_job_t j;
     j.ad = ad;
