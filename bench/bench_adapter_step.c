@@ -4,14 +4,14 @@
  * vocab 49152) and 32 distinct rank-16 LoRA adapters on all 7 projections. 32 sequences with a
  * 32-token prompt each; then decode steps of 32 tokens, alternating base-only steps and steps
  * where every sequence has its own adapter, so both are measured in the same conditions.
- * A third kind of step splits the adapter path's cost into arithmetic and factor reads: every
- * sequence in a set of its own that names adapter 0 ("hot": the same items, tiles and
- * parallel regions, but one adapter's factors stay in cache instead of 32 adapters' streaming
- * from DRAM). cold − hot is what reading the factors costs; their bytes over it is
- * the bandwidth the step got. A fourth pass reads the 32 adapters' factors and does nothing
- * else: same order, same split over the forward's pool, same 8-stream access as the BGMV
- * kernels. When cold − base is no more than that pass, the arithmetic is already hidden under
- * the reads and only fewer bytes or more bandwidth can make the adapter path cheaper.
+ * A third kind of step has every sequence in a set of its own that names adapter 0 ("hot":
+ * the same items, tiles and parallel regions, but one adapter's factors stay in cache instead
+ * of 32 adapters' streaming from DRAM): hot − base is the arithmetic and regions with no
+ * factor traffic. A fourth pass reads the 32 adapters' factors and does nothing else: same
+ * order, same split over the forward's pool, same 8-stream access as the BGMV kernels. When
+ * cold − base is no more than that pass, the arithmetic is hidden under the reads (so cold −
+ * hot is not the cost of the reads, and its bytes over it no bandwidth), and only fewer bytes
+ * or more bandwidth can make the adapter path cheaper.
  * Prints medians and ratios, for fp32 weights and factors (the reference) and for bf16
  * weights and factors (the server's default), in one run. Not a test: run by `make bench`.
  */
@@ -58,6 +58,8 @@ typedef struct {
 
 /* Reads n bytes as 8 interleaved streams of whole 64-byte lines (the rest word by word),
  * like the BGMV kernels' 8 A rows at a time: the same access pattern without the arithmetic.
+ * Not bench_stream_sum (bench_stream.h): that one reads 4 streams, leaves the tail out and
+ * adds the bf16 bits as floats.
  * AVX-512 where the CPU has it, else plain C (which the compiler vectorises less well: the
  * figure is then only an upper bound of the floor). */
 __attribute__((target("avx512f"))) static uint64_t read_bytes_avx512(const void *p, size_t n) {
@@ -235,8 +237,8 @@ static int run(const char *dir, kern_wtype_t wt, kern_wtype_t at) {
            NSEQ / mh * 1e3);
     printf("  adapter path cost: +%.1f %% (adapters resident: %.1f MB)\n", (ma / mb - 1) * 100,
            bytes / 1e6);
-    printf("  of it: arithmetic and regions (hot - base) %+.2f ms, factor reads (cold - hot) "
-           "%+.2f ms = %.1f GB/s\n", mh - mb, ma - mh, ma > mh ? bytes / (ma - mh) * 1e-6 : 0);
+    printf("  arithmetic and regions with the factors hot (hot - base): %+.2f ms; cold - hot: "
+           "%+.2f ms\n", mh - mb, ma - mh);
     printf("  reading the 32 adapters' factors alone, no arithmetic: median %.2f ms = %.1f GB/s "
            "(cold - base: %+.2f ms)\n", mr, bytes / mr * 1e-6, ma - mb);
     printf("  85 %% of base would allow +%.2f ms: %.1f GB/s of factor reads with no other cost\n",
