@@ -15,6 +15,12 @@
  * sgemm; the arithmetic is fp32 either way. Nothing is padded to a maximum rank and no
  * full-width delta is formed. MoRA and the full LoRMA_π transforms run after the phases on
  * the engine thread (they are rare and their tables small).
+ * With 32 distinct adapters the hook's cost is reading their factors from DRAM (bench/README.md:
+ * bench_adapter_step's reads-only pass). Two ways round that were measured and dropped:
+ * prefetching a projection's factors from the base kernel's pass that has no prefetch of its
+ * own, so the reads would overlap the base GEMM (the hook got ~1.6 ms faster and the base ~1.9
+ * ms slower per SmolLM step), and handing groups out one at a time instead of the static
+ * split (no gain in-process; 707–753 against 767–799 tok/s in alternating server windows).
  */
 #include <assert.h>
 #include <cblas.h>
