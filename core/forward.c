@@ -421,3 +421,5 @@ int core_fwd_step(core_fwd_t *f, const core_step_seg_t *segs, int n_segs, float 
 }
 
 struct core_exec_s *core_fwd_exec(core_fwd_t *f) { return f->ex; }
+
+void core_fwd_park(core_fwd_t *f) { kern_pool_park(core_exec_pool(f->ex)); }

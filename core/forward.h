@@ -86,4 +86,10 @@ int core_fwd_logit_rows(const core_step_seg_t *segs, int n_segs);
 int core_fwd_step(core_fwd_t *fwd, const core_step_seg_t *segs, int n_segs, float *logits,
                   llm_error_t *err);
 
+/* Lets fwd's workers sleep until the next step instead of spinning (the step then pays their
+ * wake-up, ~0.1 ms here). For a caller whose work between steps wakes other threads, e.g. the
+ * engine handing a step's tokens to the HTTP connections: a spinning worker holds a core they
+ * would then take from the caller. */
+void core_fwd_park(core_fwd_t *fwd);
+
 #endif

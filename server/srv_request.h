@@ -90,6 +90,7 @@ typedef struct srv_request_s {
     /* private */
     int refs;
     int eng_seqs;              /* engine thread: sequences of this request still held */
+    int eng_wake;              /* engine thread: in this step's list of requests to wake */
 } srv_request_t;
 
 /* New request with n_choices choices (caller fills the public fields). Returns NULL on OOM. */

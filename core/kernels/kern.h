@@ -250,6 +250,17 @@ int kern_pool_size(const kern_pool_t *p); /* participants, ≥ 1 */
  * kern_pool_run on the same pool (no nesting: asserted). No allocation. */
 void kern_pool_run(kern_pool_t *p, kern_range_fn fn, void *arg, int64_t total, int64_t align);
 
+/* Lets the workers go to sleep now instead of spinning until the next run, which then pays
+ * their wake-up (~0.1 ms here). For a caller about to spend a while off the pool in work that
+ * wakes other threads: a spinning worker holds a core those threads then take from the caller
+ * instead. From the thread that runs the pool, between runs. */
+void kern_pool_park(kern_pool_t *p);
+
+/* For tests: workers asleep on the condition variable right now; how long a worker spins
+ * after a run before it sleeps (default 2 ms). */
+int kern_pool_sleeping(kern_pool_t *p);
+void kern_pool_set_spin(kern_pool_t *p, int64_t ns);
+
 /* kern_matmul with the rows split across the pool (prep runs once, on the calling thread).
  * pool may be NULL (then it is kern_matmul). Results are bit-identical to kern_matmul:
  * each output is computed by the same code whatever thread computes it. */

@@ -7,8 +7,9 @@
  * does not burn its cores. Measured here: a run whose worker is spinning costs ~0.6 µs; one
  * that has to wake a sleeping worker ~80–130 µs (futex wake-up in this VM under load), more
  * than a whole cold 576×576 bf16 matmul. Decode issues runs every few µs to ms, hence the
- * generous spin. No allocation after create, no OpenMP, and no nesting: fn must not run the
- * same pool (asserted).
+ * generous spin. kern_pool_park cuts the spin short when the caller knows it will be away for
+ * a while. No allocation after create, no OpenMP, and no nesting: fn must not run the same
+ * pool (asserted).
  */
 #include <assert.h>
 #include <errno.h>
@@ -50,6 +51,8 @@ struct kern_pool_s {
     atomic_uint gen;   /* bumped once per run (and once to stop) */
     atomic_int done;   /* workers finished with the current run */
     atomic_int in_run; /* nesting / concurrent-use guard */
+    atomic_int park;   /* set by kern_pool_park, cleared by the next run: sleep, do not spin */
+    atomic_llong spin_ns; /* WORKER_SPIN_NS unless a test changes it */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int nsleep; /* workers waiting on cv (under mu) */
@@ -94,7 +97,8 @@ static void *worker_main(void *arg) {
                 continue;
             }
             int64_t idle = now_ns() - idle_since;
-            if (idle < WORKER_SPIN_NS) {
+            if (idle < atomic_load_explicit(&p->spin_ns, memory_order_relaxed) &&
+                !atomic_load_explicit(&p->park, memory_order_relaxed)) {
                 /* after a while, let any runnable thread (another participant, when the pool
                  * has more threads than free cores) have this core now and then */
                 if (idle > WORKER_YIELD_NS) sched_yield();
@@ -136,6 +140,8 @@ int kern_pool_create(int n_threads, kern_pool_t **out) {
     atomic_init(&p->gen, 0);
     atomic_init(&p->done, 0);
     atomic_init(&p->in_run, 0);
+    atomic_init(&p->park, 0);
+    atomic_init(&p->spin_ns, WORKER_SPIN_NS);
     int rc = pthread_mutex_init(&p->mu, NULL);
     if (rc) {
         free(p);
@@ -187,6 +193,7 @@ void kern_pool_run(kern_pool_t *p, kern_range_fn fn, void *arg, int64_t total, i
         atomic_store_explicit(&p->in_run, 0, memory_order_release);
         return;
     }
+    atomic_store_explicit(&p->park, 0, memory_order_relaxed); /* gen's release publishes it */
     p->fn = fn;
     p->arg = arg;
     p->total = total;
@@ -200,4 +207,19 @@ void kern_pool_run(kern_pool_t *p, kern_range_fn fn, void *arg, int64_t total, i
         if (++spins % CALLER_SPINS_PER_YIELD == 0) sched_yield();
     }
     atomic_store_explicit(&p->in_run, 0, memory_order_release);
+}
+
+void kern_pool_park(kern_pool_t *p) {
+    if (p->n > 1) atomic_store_explicit(&p->park, 1, memory_order_relaxed);
+}
+
+void kern_pool_set_spin(kern_pool_t *p, int64_t ns) {
+    atomic_store_explicit(&p->spin_ns, ns, memory_order_relaxed);
+}
+
+int kern_pool_sleeping(kern_pool_t *p) {
+    pthread_mutex_lock(&p->mu);
+    int n = p->nsleep;
+    pthread_mutex_unlock(&p->mu);
+    return n;
 }

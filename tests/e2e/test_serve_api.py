@@ -2,6 +2,8 @@
 (chat): response shapes, streaming, sampling options, logprobs, usage and request errors."""
 import json
 import re
+import threading
+import time
 
 import pytest
 
@@ -138,6 +140,31 @@ def test_streaming_completion_events(srv):
     assert last["finish_reason"] == "length"
     assert all(c["finish_reason"] is None for c in st.choice_events()[:-1])
     assert st.usage() is None  # no usage unless stream_options.include_usage
+
+
+def test_concurrent_streams_are_woken_every_step(srv):
+    # The engine wakes every stream that got a token once the step's tokens are all handled.
+    # A stream it left out would hear nothing until its request finished (or its connection
+    # thread's 1-s fallback poll ran out): 400 tokens in one or two events. Woken each step, a
+    # stream's thread sends whatever is new each time it wakes: many events, fewer than tokens
+    # when it wakes later than a step of this tiny model.
+    counts = [None] * 4
+
+    def one(i):
+        st = srv.stream("/v1/completions", dict(prompt="Lily", max_tokens=400, ignore_eos=True,
+                                                **greedy()))
+        assert st.status == 200
+        st.read_all()
+        assert st.done
+        counts[i] = len(st.choice_events())
+
+    for _ in range(2):  # again: a request leaves the engine's wake list after every step
+        th = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+        for t in th:
+            t.start()
+        for t in th:
+            t.join()
+        assert all(c is not None and c >= 10 for c in counts), counts
 
 
 def test_max_tokens_gives_length(srv):

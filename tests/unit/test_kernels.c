@@ -1180,6 +1180,39 @@ static void test_pool_wakes_after_sleep(void **state) {
     kern_pool_free(p);
 }
 
+/* kern_pool_park sends a spinning worker to sleep at once (its spin here: a minute), the next
+ * run wakes it and clears the park, so after that run the worker spins again. */
+static int sleeping_within(kern_pool_t *p, int want, double seconds) {
+    for (double t = 0; t < seconds; t += 0.001) {
+        if (kern_pool_sleeping(p) == want) return 1;
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return kern_pool_sleeping(p) == want;
+}
+
+static void test_pool_park(void **state) {
+    (void)state;
+    kern_pool_t *p;
+    assert_int_equal(kern_pool_create(2, &p), 0);
+    kern_pool_set_spin(p, 60LL * 1000 * 1000 * 1000);
+    for (int it = 0; it < 3; it++) {
+        int hits[64] = {0};
+        cover_t c = {.hits = hits, .align = 16};
+        kern_pool_run(p, cover_fn, &c, 64, 16);
+        for (int i = 0; i < 64; i++) assert_int_equal(hits[i], 1);
+        assert_false(sleeping_within(p, 1, 0.05)); /* spinning, not parked */
+        kern_pool_park(p);
+        assert_true(sleeping_within(p, 1, 10.0));
+    }
+    kern_pool_free(p); /* wakes the parked worker to stop it */
+    kern_pool_t *one;
+    assert_int_equal(kern_pool_create(1, &one), 0);
+    kern_pool_park(one); /* no workers: nothing to park */
+    assert_int_equal(kern_pool_sleeping(one), 0);
+    kern_pool_free(one);
+}
+
 /* ---- dispatch ---- */
 
 static kern_backend_t best_backend(void) {
@@ -1444,6 +1477,7 @@ int main(void) {
         cmocka_unit_test(test_pool_identical_1_2_threads),
         cmocka_unit_test(test_pool_run_covers),
         cmocka_unit_test(test_pool_wakes_after_sleep),
+        cmocka_unit_test(test_pool_park),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
