@@ -117,6 +117,14 @@ static void reads_pass(core_fwd_t *fwd, adp_adapter_t *const *ad, int n_layers) 
 }
 
 int main(int argc, char **argv) {
+    if (argc > 2 || (argc == 2 && argv[1][0] == '-')) { /* not a directory to write into */
+        const int help = argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"));
+        fprintf(help ? stdout : stderr,
+                "usage: bench_adapter_step [DIR]\n"
+                "  DIR holds the synthetic SmolLM-shaped model and its 32 adapters, written there\n"
+                "  on the first run (default /tmp/loramux-bench-smollm)\n");
+        return help ? 0 : 2;
+    }
     const char *dir = argc > 1 ? argv[1] : "/tmp/loramux-bench-smollm";
     if (run(dir, KERN_W_F32, KERN_W_F32) || run(dir, KERN_W_BF16, KERN_W_BF16)) return 1;
     return 0;
