@@ -502,6 +502,10 @@ static void handle_token(srv_engine_t *e, seq_t *s, const float *lg_raw, float *
     else s->next = id;
 }
 
+/* Steps that sample for fewer sequences leave the worker spinning: their few wake-ups cost
+ * less than the parked worker's (~0.1 ms, kern_pool.c). */
+#define PARK_MIN_STREAMS 8
+
 /* Wakes the HTTP threads of the requests that got tokens in this step, after all of them are
  * handled and outside their locks. A woken thread needs a core, and with the pool's worker
  * spinning on the other one it took the engine thread's: woken per token, the connections
@@ -511,7 +515,6 @@ static void handle_token(srv_engine_t *e, seq_t *s, const float *lg_raw, float *
  * step's tokens took 1.92–1.97 ms before, 1.30–1.45 after (timers in a test build); base
  * 1,258/1,238/1,180 → 1,274/1,247/1,254 tok/s; 32 adapters within the noise (medians of 6:
  * 791 → 815). The version bump was made under the lock, so no waiter misses this broadcast. */
-#define PARK_MIN_STREAMS 8
 static void wake_readers(srv_engine_t *e) {
     for (int i = 0; i < e->n_woken; i++) {
         e->woken[i]->eng_wake = 0;
@@ -579,8 +582,8 @@ static void step(srv_engine_t *e) {
         }
         return;
     }
-    /* see wake_readers; with few streams to wake the worker's wake-up (~0.1 ms) costs more */
-    if (core_fwd_logit_rows(e->segs, n) >= PARK_MIN_STREAMS) core_fwd_park(e->fwd);
+    if (core_fwd_logit_rows(e->segs, n) >= PARK_MIN_STREAMS) /* see wake_readers */
+        core_fwd_park(e->fwd);
     int row = 0, n_itl = 0;
     const int V = e->m->cfg.vocab_size;
     for (int i = 0; i < n; i++) {
